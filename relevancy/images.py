@@ -1,0 +1,96 @@
+"""Image preprocessing for CLIP and heatmap rendering.
+
+Two preprocessing paths:
+- :func:`preprocess_pil` uses open_clip's own eval transform (exactly what open_clip does);
+- :func:`preprocess_tensor` is the batched, differentiable equivalent for float tensors in 0..1
+  (resize the shortest side with antialiased bicubic, centre crop, normalise).
+
+Heatmaps live on the patch grid of the centre crop CLIP saw; :func:`heatmap_to_frame` places them
+back onto the full original frame (zeros outside the crop) so masks line up with the input image.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .loading import LoadedClip
+
+
+def pil_transform(clip: LoadedClip) -> Any:
+    """open_clip's evaluation transform for this model's preprocess config."""
+    from open_clip.transform import image_transform
+
+    cfg = clip.spec.preprocess_cfg
+    return image_transform(
+        clip.image_size, is_train=False, mean=tuple(cfg["mean"]), std=tuple(cfg["std"]),
+        interpolation=cfg.get("interpolation", "bicubic"), resize_mode=cfg.get("resize_mode", "shortest"),
+    )
+
+
+def preprocess_pil(clip: LoadedClip, images: list[Image.Image]) -> torch.Tensor:
+    """Preprocess PIL images exactly as open_clip does → (B, 3, S, S)."""
+    tf = pil_transform(clip)
+    return torch.stack([tf(im.convert("RGB")) for im in images])
+
+
+def crop_box(height: int, width: int) -> tuple[int, int, int, int]:
+    """(top, left, side, side) of the centred square that shortest-side resize + centre crop keeps."""
+    side = min(height, width)
+    return (height - side) // 2, (width - side) // 2, side, side
+
+
+def preprocess_tensor(clip: LoadedClip, images: torch.Tensor) -> torch.Tensor:
+    """Differentiable preprocessing of (B, 3, H, W) images in 0..1 → (B, 3, S, S) normalised."""
+    if images.ndim != 4 or images.shape[1] not in (1, 3, 4):
+        raise ValueError(f"expected images shaped (B, 3, H, W); got {tuple(images.shape)}.")
+    x = images[:, :3] if images.shape[1] != 1 else images.expand(-1, 3, -1, -1)
+    top, left, h, w = crop_box(x.shape[-2], x.shape[-1])
+    x = x[:, :, top:top + h, left:left + w]
+    size = clip.image_size
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+    cfg = clip.spec.preprocess_cfg
+    mean = torch.tensor(cfg["mean"], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(cfg["std"], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def upsample(maps: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+    """Resize (P, h, w) maps to ``size`` = (H, W)."""
+    return F.interpolate(maps[:, None].float(), size=size, mode=mode, align_corners=False)[:, 0]
+
+
+def heatmap_to_frame(maps: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Place (P, gh, gw) crop-space maps onto a (P, height, width) frame, zero outside the crop."""
+    top, left, h, w = crop_box(height, width)
+    out = maps.new_zeros(maps.shape[0], height, width, dtype=torch.float32)
+    out[:, top:top + h, left:left + w] = upsample(maps, (h, w))
+    return out
+
+
+def jet(values: np.ndarray) -> np.ndarray:
+    """The 'jet' colormap for values in 0..1 → float RGB in 0..1 (no matplotlib needed)."""
+    v = np.clip(values, 0.0, 1.0)[..., None]
+    r = np.clip(1.5 - np.abs(4 * v - 3), 0, 1)
+    g = np.clip(1.5 - np.abs(4 * v - 2), 0, 1)
+    b = np.clip(1.5 - np.abs(4 * v - 1), 0, 1)
+    return np.concatenate([r, g, b], axis=-1)
+
+
+def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend a 0..1 heatmap (H, W) over a float RGB image (H, W, 3) in 0..1."""
+    return (1 - alpha) * image[..., :3] + alpha * jet(heat)
+
+
+def load_image(path: str) -> Image.Image:
+    """Open an image file as RGB with a clear error for unreadable files."""
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot read image ({exc}).") from exc
