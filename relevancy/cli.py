@@ -60,10 +60,10 @@ def run_explain(args: argparse.Namespace) -> dict:
         for i, (path, im) in enumerate(zip(args.image, pil, strict=True)):
             rep = pair_report(exp, i, j, args.threshold)
             heat = heatmap_to_frame(exp.image_relevance[exp.pair(i, j)][None], im.height, im.width)
-            heat = normalize_minmax(heat, dims=(-2, -1))[0].numpy()
+            heat = normalize_minmax(heat, dims=(-2, -1))[0]
             name = f"heatmap_{i:02d}_{j:02d}.png"
-            rgb = overlay(np.asarray(im, dtype=np.float32) / 255.0, heat)
-            Image.fromarray((rgb * 255).round().astype(np.uint8)).save(out / name)
+            rgb = overlay(torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0), heat)
+            Image.fromarray((rgb * 255).round().byte().numpy()).save(out / name)
             results.append({"image": str(path), **rep, "heatmap": name})
     report = {"model": str(clip.path), "score": args.score, "start_layer_image": args.start_layer_image,
               "start_layer_text": args.start_layer_text, "threshold": args.threshold, "results": results}

@@ -17,7 +17,7 @@ Gradients flow to the inputs (pixels / token embeddings), never to the frozen we
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -100,7 +100,7 @@ def _check_supported(clip: LoadedClip) -> None:
 
 def relevancy_maps(
     clip: LoadedClip,
-    images: torch.Tensor,
+    images: torch.Tensor | None,
     ids: torch.Tensor,
     *,
     score: Score = "logit",
@@ -114,10 +114,13 @@ def relevancy_maps(
     """Relevancy for P (image, text) pairs: ``images`` (P,3,H,W) preprocessed, ``ids`` (P,T).
 
     ``ids`` may be padded to any length ≥ max EOT + 1; it is trimmed to max EOT + 1.
+    With ``images=None`` the score is the norm of each text embedding (a prompt-only estimate of
+    which tokens the EOT feature is built from); ``similarity`` is then NaN and there is no image map.
     """
     if score not in ("logit", "cos"):
         raise ValueError(f"score={score!r}: expected 'logit' or 'cos'.")
-    if images.shape[0] != ids.shape[0]:
+    want_image = want_image and images is not None
+    if images is not None and images.shape[0] != ids.shape[0]:
         raise ValueError(f"{images.shape[0]} images but {ids.shape[0]} texts; pass one image per text.")
     _check_supported(clip)
     m = clip.model
@@ -133,14 +136,18 @@ def relevancy_maps(
     cap_txt = AttentionCapture(txt[l0_txt:]) if want_text else None
     try:
         with torch.enable_grad():
-            pix = images.to(clip.device, clip.dtype)
-            if want_image and not pix.requires_grad:
-                pix = pix.detach().requires_grad_(True)
-            f = F.normalize(_acc(m.visual(pix)), dim=-1)
-            g = F.normalize(_acc(encode_text_ids(clip, ids.to(clip.device), text_embeddings)), dim=-1)
-            cos = (f * g).sum(-1)
-            scale = _acc(m.logit_scale.exp()) if score == "logit" else 1.0
-            s = (cos * scale).sum()
+            g_raw = _acc(encode_text_ids(clip, ids.to(clip.device), text_embeddings))
+            if images is None:
+                cos = torch.full((ids.shape[0],), float("nan"), dtype=g_raw.dtype, device=g_raw.device)
+                s = g_raw.norm(dim=-1).sum()
+            else:
+                pix = images.to(clip.device, clip.dtype)
+                if want_image and not pix.requires_grad:
+                    pix = pix.detach().requires_grad_(True)
+                f = F.normalize(_acc(m.visual(pix)), dim=-1)
+                cos = (f * F.normalize(g_raw, dim=-1)).sum(-1)
+                scale = _acc(m.logit_scale.exp()) if score == "logit" else 1.0
+                s = (cos * scale).sum()
             probs: list[torch.Tensor] = []
             for cap in (cap_img, cap_txt):
                 if cap is not None:
@@ -151,7 +158,7 @@ def relevancy_maps(
             n_img = len(cap_img.probs) if cap_img is not None else 0
             image_map = text_map = None
             if cap_img is not None:
-                cls = torch.zeros(pix.shape[0], dtype=torch.long, device=pix.device)
+                cls = torch.zeros(ids.shape[0], dtype=torch.long, device=clip.device)
                 row = relevance_row(probs[:n_img], grads[:n_img], cls)[:, 1:]
                 gh, gw = clip.patch_grid
                 image_map = row.reshape(-1, gh, gw)
@@ -188,7 +195,7 @@ class Explanation:
 
 def explain(
     clip: LoadedClip,
-    images: torch.Tensor,
+    images: torch.Tensor | None,
     phrases: Sequence[str | TokenizedPrompt],
     *,
     score: Score = "logit",
@@ -196,24 +203,26 @@ def explain(
     start_layer_text: int = 0,
     batch_size: int = 16,
     want_image: bool = True,
-    progress: "callable | None" = None,  # noqa: UP037 - called as progress(done, total)
+    progress: Callable[[int, int], None] | None = None,
 ) -> Explanation:
     """Explain every image in ``images`` (I,3,H,W, preprocessed) against every phrase.
 
+    ``images=None`` explains the phrases alone (see :func:`relevancy_maps`), as one "image".
     Pairs are evaluated in chunks of ``batch_size``; ``progress(done, total)`` is called after each.
     """
     if not phrases:
         raise ValueError("no phrases to explain; give at least one non-empty phrase.")
     prompts = [p if isinstance(p, TokenizedPrompt) else tokenize(p, clip.context_length) for p in phrases]
-    n_img = images.shape[0]
+    n_img = 1 if images is None else images.shape[0]
     pairs = [(i, j) for j in range(len(prompts)) for i in range(n_img)]
     sims, maps, texts = [], [], []
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start:start + batch_size]
         t = max(len(prompts[j].ids) for _, j in chunk)
         ids = torch.stack([prompts[j].padded_ids(t) for _, j in chunk])
+        pix = None if images is None else images[[i for i, _ in chunk]]
         out = relevancy_maps(
-            clip, images[[i for i, _ in chunk]], ids, score=score, start_layer_image=start_layer_image,
+            clip, pix, ids, score=score, start_layer_image=start_layer_image,
             start_layer_text=start_layer_text, want_image=want_image,
         )
         sims.append(out.similarity.cpu())

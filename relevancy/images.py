@@ -11,14 +11,15 @@ back onto the full original frame (zeros outside the crop) so masks line up with
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
 from .loading import LoadedClip
+
+Fit = Literal["crop", "squash"]
 
 
 def pil_transform(clip: LoadedClip) -> Any:
@@ -44,15 +45,20 @@ def crop_box(height: int, width: int) -> tuple[int, int, int, int]:
     return (height - side) // 2, (width - side) // 2, side, side
 
 
-def preprocess_tensor(clip: LoadedClip, images: torch.Tensor) -> torch.Tensor:
-    """Differentiable preprocessing of (B, 3, H, W) images in 0..1 → (B, 3, S, S) normalised."""
+def preprocess_tensor(clip: LoadedClip, images: torch.Tensor, fit: Fit = "crop") -> torch.Tensor:
+    """Differentiable preprocessing of (B, 3, H, W) images in 0..1 → (B, 3, S, S) normalised.
+
+    ``fit="crop"`` keeps the centred square (open_clip's default); ``"squash"`` resizes the whole
+    frame to a square (nothing is cut off, shapes are stretched).
+    """
     if images.ndim != 4 or images.shape[1] not in (1, 3, 4):
         raise ValueError(f"expected images shaped (B, 3, H, W); got {tuple(images.shape)}.")
     x = images[:, :3] if images.shape[1] != 1 else images.expand(-1, 3, -1, -1)
-    top, left, h, w = crop_box(x.shape[-2], x.shape[-1])
-    x = x[:, :, top:top + h, left:left + w]
+    if fit == "crop":
+        top, left, h, w = crop_box(x.shape[-2], x.shape[-1])
+        x = x[:, :, top:top + h, left:left + w]
     size = clip.image_size
-    if x.shape[-1] != size:
+    if x.shape[-2:] != (size, size):
         x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
     cfg = clip.spec.preprocess_cfg
     mean = torch.tensor(cfg["mean"], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
@@ -65,26 +71,26 @@ def upsample(maps: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") 
     return F.interpolate(maps[:, None].float(), size=size, mode=mode, align_corners=False)[:, 0]
 
 
-def heatmap_to_frame(maps: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Place (P, gh, gw) crop-space maps onto a (P, height, width) frame, zero outside the crop."""
+def heatmap_to_frame(maps: torch.Tensor, height: int, width: int, fit: Fit = "crop") -> torch.Tensor:
+    """Place (P, gh, gw) maps onto a (P, height, width) frame (zero outside the crop for "crop")."""
+    if fit == "squash":
+        return upsample(maps, (height, width))
     top, left, h, w = crop_box(height, width)
     out = maps.new_zeros(maps.shape[0], height, width, dtype=torch.float32)
     out[:, top:top + h, left:left + w] = upsample(maps, (h, w))
     return out
 
 
-def jet(values: np.ndarray) -> np.ndarray:
-    """The 'jet' colormap for values in 0..1 → float RGB in 0..1 (no matplotlib needed)."""
-    v = np.clip(values, 0.0, 1.0)[..., None]
-    r = np.clip(1.5 - np.abs(4 * v - 3), 0, 1)
-    g = np.clip(1.5 - np.abs(4 * v - 2), 0, 1)
-    b = np.clip(1.5 - np.abs(4 * v - 1), 0, 1)
-    return np.concatenate([r, g, b], axis=-1)
+def jet(values: torch.Tensor) -> torch.Tensor:
+    """The 'jet' colormap: values (...) in 0..1 → RGB (..., 3) in 0..1 (no matplotlib needed)."""
+    v = values.clamp(0.0, 1.0)[..., None]
+    centres = torch.tensor([3.0, 2.0, 1.0], dtype=v.dtype, device=v.device)
+    return (1.5 - (4 * v - centres).abs()).clamp(0.0, 1.0)
 
 
-def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Blend a 0..1 heatmap (H, W) over a float RGB image (H, W, 3) in 0..1."""
-    return (1 - alpha) * image[..., :3] + alpha * jet(heat)
+def overlay(images: torch.Tensor, heat: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
+    """Blend 0..1 heatmaps (..., H, W) over RGB images (..., H, W, C) in 0..1 → (..., H, W, 3)."""
+    return (1 - alpha) * images[..., :3] + alpha * jet(heat)
 
 
 def load_image(path: str) -> Image.Image:

@@ -159,3 +159,13 @@ def test_first_order_maps_are_detached():
     clip = make_clip(CONFIGS["small"])
     out = relevancy_maps(clip, _images(clip, 1), _ids(clip, PHRASES[:1]))
     assert not out.image.requires_grad and not out.text.requires_grad
+
+
+def test_prompt_only_mode_gives_text_maps_without_an_image():
+    clip = make_clip(CONFIGS["small"], seed=4)
+    exp = explain(clip, None, PHRASES[:2])
+    assert exp.image_relevance is None and exp.n_images == 1
+    assert torch.isnan(exp.similarity).all()
+    assert all(t.abs().sum() > 0 for t in exp.text_relevance)
+    with_image = explain(clip, _images(clip, 1), PHRASES[:2])
+    assert not torch.allclose(exp.text_relevance[0], with_image.text_relevance[0])
