@@ -18,7 +18,7 @@ from PIL import Image
 from .explain import explain, normalize_minmax
 from .images import heatmap_to_frame, load_image, overlay, preprocess_pil
 from .loading import CheckpointError, default_model_path, load_clip
-from .report import LEFT_BEHIND_THRESHOLD, pair_report
+from .report import LEFT_BEHIND_THRESHOLD, explanation_results
 from .tokens import split_phrases
 
 
@@ -56,15 +56,15 @@ def run_explain(args: argparse.Namespace) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = []
-    for j in range(len(phrases)):
-        for i, (path, im) in enumerate(zip(args.image, pil, strict=True)):
-            rep = pair_report(exp, i, j, args.threshold)
-            heat = heatmap_to_frame(exp.image_relevance[exp.pair(i, j)][None], im.height, im.width)
-            heat = normalize_minmax(heat, dims=(-2, -1))[0]
-            name = f"heatmap_{i:02d}_{j:02d}.png"
-            rgb = overlay(torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0), heat)
-            Image.fromarray((rgb * 255).round().byte().numpy()).save(out / name)
-            results.append({"image": str(path), **rep, "heatmap": name})
+    for p, rep in enumerate(explanation_results(exp, args.threshold)):
+        i, j = rep.pop("image_index"), p // exp.n_images
+        im = pil[i]
+        heat = heatmap_to_frame(exp.image_relevance[p][None], im.height, im.width)
+        heat = normalize_minmax(heat, dims=(-2, -1))[0]
+        name = f"heatmap_{i:02d}_{j:02d}.png"
+        rgb = overlay(torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0), heat)
+        Image.fromarray((rgb * 255).round().byte().numpy()).save(out / name)
+        results.append({"image": str(args.image[i]), **rep, "heatmap": name})
     report = {"model": str(clip.path), "score": args.score, "start_layer_image": args.start_layer_image,
               "start_layer_text": args.start_layer_text, "threshold": args.threshold, "results": results}
     (out / "report.json").write_text(json.dumps(report, indent=2))

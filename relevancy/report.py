@@ -68,3 +68,9 @@ def pair_report(
     if exp.image_relevance is not None:
         out["image_relevance"] = exp.image_relevance[p].tolist()
     return out
+
+
+def explanation_results(exp: Explanation, threshold: float = LEFT_BEHIND_THRESHOLD) -> list[dict[str, Any]]:
+    """Reports of every pair, phrase-major (the order of ``exp``), each with its ``image_index``."""
+    return [{"image_index": i, **pair_report(exp, i, j, threshold)}
+            for j in range(len(exp.prompts)) for i in range(exp.n_images)]

@@ -1,0 +1,12 @@
+"""ComfyUI nodes of the pack: thin adapters over the ``relevancy`` engine."""
+
+from __future__ import annotations
+
+from .common import register_model_folder
+from .explain import CLIPRelevancy, TokenCoverage
+from .loader import LoadRelevancyCLIP
+from .masks import HeatmapToMask
+
+NODES = [LoadRelevancyCLIP, CLIPRelevancy, TokenCoverage, HeatmapToMask]
+
+__all__ = ["NODES", "register_model_folder"]
