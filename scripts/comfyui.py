@@ -393,7 +393,8 @@ class ComfyServer:
 
     def _spawn(self) -> None:
         if self._auto_log:
-            self.log_path = self.base_dir / f"server-{os.getpid()}-{self.port}.log"
+            (self.base_dir / "logs").mkdir(exist_ok=True)
+            self.log_path = self.base_dir / "logs" / f"server-{os.getpid()}-{self.port}.log"
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **self.env}
         cmd = [
             sys.executable, "main.py", "--listen", "127.0.0.1", "--port", str(self.port),

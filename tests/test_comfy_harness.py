@@ -101,6 +101,8 @@ def test_make_base_links_the_pack(tmp_path: Path) -> None:
     assert link.is_symlink() and link.resolve() == REPO_ROOT
     for sub in ("models", "input", "output", "temp", "user"):
         assert (base / sub).is_dir()
+    for asset in (REPO_ROOT / "assets").glob("*"):
+        assert (base / "input" / asset.name).is_file(), asset
 
 
 # ---------------------------------------------------------------------------------------- server
