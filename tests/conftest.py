@@ -8,20 +8,6 @@ import pytest
 from comfy_harness import ComfyError, ComfyModules, ComfyServer, import_comfy
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Do not import the repo root's ``__init__.py`` as a test package.
-
-    The root ``__init__.py`` is ComfyUI's entry point (it imports ``comfy_api``), and it makes the
-    rootdir a ``pytest.Package`` whose ``setup()`` imports it before every test. Tests load the
-    pack through ``comfy_inprocess.load_pack()`` (or a server) instead.
-    """
-    for item in items:
-        for node in item.listchain():
-            if isinstance(node, pytest.Package) and node.path == config.rootpath:
-                node.setup = lambda: None  # type: ignore[method-assign]
-
-
 @pytest.fixture(scope="session")
 def comfy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComfyServer]:
     """A real ComfyUI server (127.0.0.1, ``--cpu``) with this pack linked in; one per session.
