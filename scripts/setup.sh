@@ -20,4 +20,15 @@ if [ ! -f "$stamp" ]; then
 fi
 $VPY scripts/comfyui.py provide >/dev/null
 $VPY scripts/comfyui.py install
+# --- headless Chromium for tests/test_web_browser.py (web frontend test; Debian packages) ---
+if [ ! -x /usr/bin/chromium ]; then
+    if command -v apt-get >/dev/null 2>&1; then
+        echo "[setup] installing chromium + chromium-driver (browser test)"
+        SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+        $SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y chromium chromium-driver
+    else
+        echo "[setup] WARNING: no /usr/bin/chromium and no apt-get: tests/test_web_browser.py will fail" >&2
+    fi
+fi
+# --- end headless Chromium ---
 echo "[setup] ready: $(cd .venv && pwd)"
