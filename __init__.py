@@ -16,9 +16,10 @@ except ImportError:  # not running inside ComfyUI ≥ 0.3.75
         "update ComfyUI to use them."
     )
 else:
-    from .nodes import NODES, register_model_folder
+    from .nodes import NODES, install_sample_images, register_model_folder
 
     register_model_folder()
+    install_sample_images()  # the example workflows' sample image, into ComfyUI's input folder
 
     class NoTokenLeftBehind(ComfyExtension):
         """Registers the pack's nodes."""

@@ -5,7 +5,9 @@ No maths here: everything numeric lives in the engine (``relevancy``).
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +30,11 @@ BUILTIN = "shapes (built-in)"
 
 RelevancyClip = io.Custom("NTLB_CLIP")
 
+#: Bundled sample images copied into ComfyUI's input folder (asset file → name in input/), so the
+#: example workflows' Load Image nodes find them in a user's ComfyUI.
+SAMPLE_IMAGES = {"sample_shapes.png": "ntlb_sample_shapes.png"}
+ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
+
 
 def register_model_folder() -> None:
     """Register ``models/relevancy_clip`` (extra_model_paths.yaml can add more with this key)."""
@@ -36,6 +43,34 @@ def register_model_folder() -> None:
     if default not in paths:
         paths = [*paths, default]
     folder_paths.folder_names_and_paths[FOLDER] = (paths, set(folder_paths.supported_pt_extensions))
+
+
+def install_sample_images() -> list[Path]:
+    """Copy the bundled sample images into ComfyUI's input folder (``ntlb_*`` names) when absent.
+
+    Never overwrites a file already there and never raises: a read-only or missing input folder
+    only logs a warning (the pack still loads). Returns the files written.
+    """
+    written: list[Path] = []
+    target_dir = Path(folder_paths.get_input_directory())
+    for asset, name in SAMPLE_IMAGES.items():
+        dest = target_dir / name
+        try:
+            if dest.exists():
+                continue
+            target_dir.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(f".{name}.{os.getpid()}.tmp")
+            try:
+                shutil.copyfile(ASSETS_DIR / asset, tmp)
+                os.replace(tmp, dest)  # atomic: a half-written sample never appears under its name
+            finally:
+                tmp.unlink(missing_ok=True)
+            written.append(dest)
+        except OSError as exc:
+            logging.getLogger(__name__).warning(
+                "No Token Left Behind: could not copy sample image %s to %s (%s); the example "
+                "workflows need it in ComfyUI's input folder.", asset, dest, exc)
+    return written
 
 
 def model_choices() -> list[str]:
