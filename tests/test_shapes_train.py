@@ -1,0 +1,133 @@
+"""Tiny-CLIP training on the shapes world, and the shipped default model in models/shapes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from relevancy.loading import default_model_path, load_clip
+from relevancy.shapes import train as T
+from relevancy.shapes import world as W
+from relevancy.shapes.__main__ import main as cli
+from relevancy.shapes.evaluate import Scorer, evaluate, wrap_model
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ROOT / "relevancy" / "shapes" / "configs" / "tiny.json"
+DEFAULT = ROOT / "relevancy" / "shapes" / "configs" / "default.json"
+SHIPPED = ROOT / "models" / "shapes"
+
+
+def test_truth_matrix_matches_is_true() -> None:
+    world = W.ShapeWorld()
+    rng = np.random.default_rng(0)
+    scenes = world.batch(rng, 40)
+    descs = [W.describe(s, rng, partial_prob=0.5) for s in scenes]
+    descs += [W.hard_negative(d, s.objects, rng) for d, s in zip(descs, scenes, strict=True)]
+    brute = torch.tensor([[float(W.is_true(d, s.objects)) for d in descs] for s in scenes])
+    got = T.truth_matrix(scenes, descs)
+    assert torch.equal(got, brute)
+    assert torch.diagonal(got[:, :40]).min() == 1 and torch.diagonal(got[:, 40:]).max() == 0
+
+
+def test_contrastive_loss_prefers_aligned_features() -> None:
+    torch.manual_seed(0)
+    f = torch.nn.functional.normalize(torch.randn(8, 16), dim=-1)
+    truth = torch.cat([torch.eye(8), torch.zeros(8, 8)], dim=1)
+    aligned = torch.cat([f, -f], dim=0)
+    shuffled = torch.cat([f.roll(1, 0), -f], dim=0)
+    scale = torch.tensor(10.0)
+    assert T.contrastive_loss(f, aligned, scale, truth) < T.contrastive_loss(f, shuffled, scale, truth) - 1
+
+
+def test_patch_labels() -> None:
+    world = W.ShapeWorld()
+    s = world.render(np.random.default_rng(0), [("blue", "square", "large")])
+    col, shp = T.patch_labels([s], 8, 8)
+    grid = s.objects[0].mask.reshape(8, 8, 8, 8).mean(axis=(1, 3)).flatten()
+    assert ((col[0] > 0).numpy() == (grid >= 0.25)).all()
+    assert set(col[0].unique().tolist()) == {0, W.COLOUR_NAMES.index("blue") + 1}
+    assert set(shp[0].unique().tolist()) == {0, W.SHAPES.index("square") + 1}
+
+
+def test_lr_schedule() -> None:
+    cfg = T.TrainConfig(model_cfg={}, steps=100, warmup_steps=10, lr=1e-3, min_lr_frac=0.1)
+    assert T.lr_at(0, cfg) == pytest.approx(1e-4)
+    assert T.lr_at(9, cfg) == pytest.approx(1e-3)
+    assert T.lr_at(99, cfg) == pytest.approx(1e-4, rel=0.01)
+
+
+def test_train_command_writes_loadable_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "model"
+    assert cli(["train", "--config", str(TINY), "--out", str(out), "--threads", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert '"step": 3' in printed and "training_seconds:" in printed
+    side = json.loads((out / "open_clip_config.json").read_text())
+    assert side["model_cfg"]["quick_gelu"] is False
+    assert side["preprocess_cfg"]["size"] == 64 and side["preprocess_cfg"]["interpolation"] == "bicubic"
+    sd = load_file(str(out / "open_clip_model.safetensors"))
+    ref = T.build_clip(side["model_cfg"]).state_dict()
+    assert set(sd) == set(ref)  # no training-only heads in the export
+    clip = load_clip(out)  # the pack's own loader
+    sims = Scorer(clip).image_features(np.stack([W.ShapeWorld().sample(np.random.default_rng(1)).image]))
+    assert torch.isfinite(sims).all()
+    log = json.loads((out / "train_log.json").read_text())
+    assert len(log["history"]) == 3 and all(np.isfinite(h["loss"]) for h in log["history"])
+    # same seed -> same weights
+    out2 = tmp_path / "again"
+    assert cli(["train", "--config", str(TINY), "--out", str(out2), "--threads", "1"]) == 0
+    sd2 = load_file(str(out2 / "open_clip_model.safetensors"))
+    assert all(torch.equal(sd[k], sd2[k]) for k in sd)
+
+
+def test_training_steps_reduce_loss() -> None:
+    cfg = T.TrainConfig.from_json(TINY)
+    cfg.steps, cfg.log_every, cfg.lr, cfg.warmup_steps, cfg.batch_size = 30, 1, 3e-3, 3, 32
+    _, summary = T.train(cfg, log=lambda s: None)
+    hist = [h["loss"] for h in summary["history"]]
+    assert np.mean(hist[-5:]) < np.mean(hist[:5]) - 0.2
+
+
+def test_config_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"model_cfg": {}, "stepz": 3}))
+    with pytest.raises(ValueError, match="stepz"):
+        T.TrainConfig.from_json(bad)
+    bad.write_text(json.dumps({"steps": 3}))
+    with pytest.raises(ValueError, match="model_cfg"):
+        T.TrainConfig.from_json(bad)
+
+
+def test_default_config_matches_shipped_sidecar() -> None:
+    cfg = T.TrainConfig.from_json(DEFAULT)
+    side = json.loads((SHIPPED / "open_clip_config.json").read_text())
+    assert side == T.sidecar_config(cfg)
+    assert side["model_cfg"]["text_cfg"]["vocab_size"] == 49408
+
+
+def test_shipped_model_loads_and_scores_above_floors() -> None:
+    path = SHIPPED / "open_clip_model.safetensors"
+    assert path.stat().st_size <= 20 * 1024 * 1024
+    assert default_model_path() == SHIPPED
+    clip = load_clip(SHIPPED)
+    res = evaluate(clip, n=60, seed=123, heldout=False, detector=False)
+    floors = {"colour_acc": 0.85, "shape_acc": 0.5, "pointing_game": 0.6, "mask_iou": 0.3,
+              "retrieval_top1": 0.3}
+    low = {k: round(res[k], 3) for k, v in floors.items() if not res[k] >= v}
+    assert not low, f"shipped model below floors: {low} (all: {res})"
+
+
+def test_in_memory_model_wrap_matches_loader(tmp_path: Path) -> None:
+    cfg = T.TrainConfig.from_json(TINY)
+    cfg.export_dtype = "float32"
+    torch.manual_seed(0)
+    model = T.build_clip(cfg.model_cfg).eval()
+    T.export_model(model, cfg, tmp_path)
+    img = np.stack([W.ShapeWorld().sample(np.random.default_rng(2)).image])
+    a = Scorer(wrap_model(model, T.sidecar_config(cfg))).image_features(img)
+    b = Scorer(load_clip(tmp_path)).image_features(img)
+    assert torch.allclose(a, b, atol=1e-5)
