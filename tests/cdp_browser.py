@@ -186,15 +186,19 @@ class Browser:
             raise BrowserError(f"page JavaScript failed: {text}")
         return res.get("result", {}).get("value")
 
-    def wait_for(self, expression: str, timeout: float = 30.0, interval: float = 0.2) -> Any:
-        """Poll ``expression`` until it is truthy; return its value."""
+    def wait_for(
+        self, expression: str, timeout: float = 30.0, interval: float = 0.2, what: str | None = None
+    ) -> Any:
+        """Poll ``expression`` until it is truthy; return its value (``what`` names it in errors)."""
         deadline = time.monotonic() + timeout
         while True:
             value = self.evaluate(expression)
             if value:
                 return value
             if time.monotonic() > deadline:
-                raise BrowserError(f"timed out after {timeout:.0f}s waiting for: {expression}")
+                raise BrowserError(
+                    f"timed out after {timeout:.0f}s waiting for: {what or expression}"
+                )
             time.sleep(interval)
 
     def navigate(self, url: str) -> None:

@@ -123,6 +123,10 @@ NODES_RECT = """
 """
 
 
+# What the node saves into a workflow (the display-only widget must not add to it).
+SAVED_WIDGETS = "JSON.stringify(app.graph.getNodeById(%s).serialize().widgets_values)"
+
+
 @pytest.fixture(scope="module")
 def chromium() -> str:
     path = find_chromium()
@@ -188,8 +192,58 @@ def _check_widget(widget: dict, report: list[dict]) -> None:
         assert [c["word"] for c in row["chips"] if c["left_behind"]] == res["left_behind"]
 
 
+def _wait_rows(browser: Browser, read_js: str, condition: str, what: str) -> None:
+    """Wait until the widget read by ``read_js`` exists and ``w.<condition>`` holds."""
+    browser.wait_for(
+        f"(() => {{ const w = {read_js}; return !!w && w.{condition.replace('rows', 'rows.length')}; }})()",
+        timeout=20,
+        what=what,
+    )
+
+
 def _our_errors(browser: Browser) -> list[str]:
     return [e for e in browser.console_errors() if any(k in e.lower() for k in OURS)]
+
+
+def _open_app(browser: Browser, server) -> None:
+    """Load the ComfyUI page and wait until the app and our extension are ready."""
+    browser.navigate(server.url + "/")
+    browser.wait_for(
+        "!!(window.app && app.graph && app.canvas && window.LiteGraph)",
+        timeout=60,
+        what="the ComfyUI app",
+    )
+    # registered only if the page imported and ran ntlb_report.js
+    browser.wait_for(
+        "(app.extensions || []).some((e) => e.name === 'ntlb.TokenReport')",
+        timeout=30,
+        what="extension ntlb.TokenReport to register",
+    )
+
+
+def _build_graph(browser: Browser) -> dict[str, int]:
+    return browser.evaluate(
+        BUILD_GRAPH
+        % {
+            "model": json.dumps(MODEL),
+            "rel_prompt": json.dumps(RELEVANCY_PROMPT),
+            "cov_prompt": json.dumps(COVERAGE_PROMPT),
+        }
+    )
+
+
+def _queue_from_page(browser: Browser, server) -> dict:
+    """Queue the page's graph (as the Run button does); return the finished history entry."""
+    before = _history_ids(server)
+    browser.evaluate("app.queuePrompt(0).then(() => true)", timeout=30)
+    return _wait_new_prompt(server, before)
+
+
+def _screenshot_nodes(browser: Browser, ids: list[int], path: Path, copy_to: Path | None) -> None:
+    rect = browser.evaluate(NODES_RECT % json.dumps(ids))
+    browser.screenshot(path, clip=rect)
+    if copy_to is not None:
+        shutil.copyfile(path, copy_to)
 
 
 @pytest.mark.server
@@ -199,48 +253,34 @@ def test_token_report_widget_renders_in_the_browser(server, chromium, tmp_path):
     assert JS_URL in extensions
     ours = [e for e in extensions if f"/{PACK_FOLDER}/" in e]
     assert all(e.endswith(".js") for e in ours), f"only .js files are loaded as modules: {ours}"
+    info = server.get_json("/object_info")
     for node_id in DOC_NODES:  # help-panel docs are served (not loaded as modules)
+        # the frontend looks for /extensions/<python_module's pack folder>/docs/<node id>.md
+        assert info[node_id]["python_module"].split(".")[1].split("@")[0] == PACK_FOLDER
         status, body = server.request("GET", f"/extensions/{PACK_FOLDER}/docs/{node_id}.md")
         assert status == 200 and body.lstrip().startswith(b"#"), node_id
 
     with Browser(chromium, width=1400, height=1100) as browser:
-        browser.navigate(server.url + "/")
-        browser.wait_for(
-            "!!(window.app && app.graph && app.canvas && window.LiteGraph)", timeout=60
-        )
-        # registered only if the page imported and ran ntlb_report.js
-        browser.wait_for(
-            "(app.extensions || []).some((e) => e.name === 'ntlb.TokenReport')", timeout=30
-        )
+        _open_app(browser, server)
+        ids = _build_graph(browser)
+        pair = [ids["rel"], ids["cov"]]
+        read = {k: READ_WIDGET % json.dumps(ids[k]) for k in ids}
+        # before any run: one widget per node, with a hint and no rows
+        browser.evaluate("new Promise((r) => requestAnimationFrame(() => r(true)))")
+        _screenshot_nodes(browser, pair, tmp_path / "ntlb_before_run.png", None)
+        saved_before = browser.evaluate(SAVED_WIDGETS % json.dumps(ids["rel"]))
 
-        ids = browser.evaluate(
-            BUILD_GRAPH
-            % {
-                "model": json.dumps(MODEL),
-                "rel_prompt": json.dumps(RELEVANCY_PROMPT),
-                "cov_prompt": json.dumps(COVERAGE_PROMPT),
-            }
-        )
-        before = _history_ids(server)
-        browser.evaluate("app.queuePrompt(0).then(() => true)", timeout=30)
-        entry = _wait_new_prompt(server, before)
+        entry = _queue_from_page(browser, server)
         reports = {k: entry["outputs"][str(ids[k])]["ntlb_report"] for k in ("rel", "cov")}
         assert [r["kind"] for r in reports["rel"]] == ["relevancy"]
         assert [r["kind"] for r in reports["cov"]] == ["coverage"]
 
-        read = {k: READ_WIDGET % json.dumps(ids[k]) for k in ids}
-        browser.wait_for(
-            f"(() => {{ const w = {read['rel']}; return w && w.rows.length > 0; }})()", timeout=20
-        )
-        browser.wait_for(
-            f"(() => {{ const w = {read['cov']}; return w && w.rows.length > 0; }})()", timeout=20
-        )
+        _wait_rows(browser, read["rel"], "rows > 0", "the CLIP Relevancy report widget")
+        _wait_rows(browser, read["cov"], "rows > 0", "the Token Coverage report widget")
         time.sleep(0.5)  # let the node resize settle before measuring / screenshotting
         # screenshots first, so that a failing check below still leaves a picture
-        rect = browser.evaluate(NODES_RECT % json.dumps([ids["rel"], ids["cov"]]))
-        shot = browser.screenshot(tmp_path / "ntlb_widget.png", clip=rect)
+        _screenshot_nodes(browser, pair, tmp_path / "ntlb_widget.png", LATEST_SCREENSHOT)
         browser.screenshot(tmp_path / "ntlb_page.png")
-        shutil.copyfile(shot, LATEST_SCREENSHOT)
         widgets = {k: browser.evaluate(read[k]) for k in ids}
         _check_widget(widgets["rel"], reports["rel"])
         _check_widget(widgets["cov"], reports["cov"])
@@ -251,30 +291,51 @@ def test_token_report_widget_renders_in_the_browser(server, chromium, tmp_path):
         # the widget is display-only: nothing of it reaches the prompt or the saved workflow
         api = browser.evaluate("app.graphToPrompt().then((p) => p.output)")
         assert "ntlb_report" not in api[str(ids["rel"])]["inputs"]
+        assert browser.evaluate(SAVED_WIDGETS % json.dumps(ids["rel"])) == saved_before
 
         # a second run updates the same widget in place
         browser.evaluate(f"""(() => {{
             const n = app.graph.getNodeById({ids["cov"]});
             n.widgets.find((w) => w.name === "prompt").value = {json.dumps(COVERAGE_PROMPT_2)};
         }})()""")
-        before = _history_ids(server)
-        browser.evaluate("app.queuePrompt(0).then(() => true)", timeout=30)
-        entry = _wait_new_prompt(server, before)
+        entry = _queue_from_page(browser, server)
         report2 = entry["outputs"][str(ids["cov"])]["ntlb_report"]
-        browser.wait_for(
-            f"(() => {{ const w = {read['cov']}; return w && w.rows.length === 2; }})()", timeout=20
-        )
+        _wait_rows(browser, read["cov"], "rows === 2", "the Token Coverage widget to update")
         _check_widget(browser.evaluate(read["cov"]), report2)
 
         # the light theme, for a look (the widget uses the palette's CSS variables)
-        browser.evaluate(
-            "app.extensionManager.setting.set('Comfy.ColorPalette', 'light').then(() => true)"
-        )
-        time.sleep(0.5)
-        rect = browser.evaluate(NODES_RECT % json.dumps([ids["rel"], ids["cov"]]))
-        light = browser.screenshot(tmp_path / "ntlb_widget_light.png", clip=rect)
-        shutil.copyfile(light, LATEST_SCREENSHOT_LIGHT)
+        set_palette = "app.extensionManager.setting.set('Comfy.ColorPalette', %s).then(() => true)"
+        browser.evaluate(set_palette % "'light'")
+        try:
+            time.sleep(0.5)
+            _screenshot_nodes(
+                browser, pair, tmp_path / "ntlb_widget_light.png", LATEST_SCREENSHOT_LIGHT
+            )
+        finally:
+            browser.evaluate(set_palette % "'dark'")
 
         errors = _our_errors(browser)
         assert not errors, "console errors from the pack's frontend:\n" + "\n".join(errors)
     assert time.monotonic() - t0 < 90
+
+
+@pytest.mark.server
+def test_token_report_widget_renders_with_vue_nodes(server, chromium, tmp_path):
+    """The opt-in "Nodes 2.0" mode renders nodes with Vue; the DOM widget must show there too."""
+    key = "/api/settings/Comfy.VueNodes.Enabled"
+    assert server.request("POST", key, b"true")[0] == 200
+    try:
+        with Browser(chromium, width=1400, height=1100) as browser:
+            _open_app(browser, server)
+            assert browser.evaluate("app.extensionManager.setting.get('Comfy.VueNodes.Enabled')")
+            ids = _build_graph(browser)
+            entry = _queue_from_page(browser, server)
+            read = READ_WIDGET % json.dumps(ids["cov"])
+            _wait_rows(browser, read, "rows > 0", "the report widget in Vue nodes mode")
+            time.sleep(0.3)
+            browser.screenshot(tmp_path / "ntlb_vue_nodes.png")
+            _check_widget(browser.evaluate(read), entry["outputs"][str(ids["cov"])]["ntlb_report"])
+            errors = _our_errors(browser)
+            assert not errors, "console errors from the pack's frontend:\n" + "\n".join(errors)
+    finally:
+        server.request("POST", key, b"false")

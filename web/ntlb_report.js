@@ -55,7 +55,7 @@ const CSS = `
   display: inline-block; margin-left: 3px; padding: 0 3px; border-radius: 3px; font-size: 9px;
   line-height: 12px; vertical-align: 1px; background: #ff3b30; color: #fff; text-decoration: none;
 }
-.ntlb-report .ntlb-empty { color: var(--descrip-text, #999); padding: 4px 0; }
+.ntlb-report .ntlb-empty { color: var(--descrip-text, #999); padding: 3px 0; font-style: italic; }
 `;
 
 function ensureStyle() {
@@ -204,7 +204,6 @@ function getOrCreateWidget(node) {
   if (node.__ntlbReport) return node.__ntlbReport;
   ensureStyle();
   const box = el("div", "ntlb-report");
-  box.dataset.nodeId = String(node.id);
   const content = el("div", "ntlb-content");
   box.appendChild(content);
   // let the canvas keep wheel-zoom when the report does not need to scroll
@@ -212,7 +211,8 @@ function getOrCreateWidget(node) {
     if (box.scrollHeight <= box.clientHeight) return;
     e.stopPropagation();
   }, { passive: true });
-  const st = { box, content, estimate: 40, widget: null };
+  content.appendChild(el("div", "ntlb-empty", "Run the workflow to see how much each word counted."));
+  const st = { box, content, estimate: 22, widget: null };
   node.__ntlbReport = st;
   st.widget = node.addDOMWidget(WIDGET_NAME, WIDGET_NAME, box, {
     serialize: false,
@@ -233,6 +233,7 @@ function fitNode(node) {
 
 function showReport(node, reports) {
   const st = getOrCreateWidget(node);
+  st.box.dataset.nodeId = String(node.id); // the id is final once the node is in a graph
   renderReport(st.content, reports);
   const rows = st.content.querySelectorAll(".ntlb-row").length;
   const chips = st.content.querySelectorAll(".ntlb-chip").length;
@@ -246,6 +247,18 @@ app.registerExtension({
   name: "ntlb.TokenReport",
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (!NODE_TYPES.has(nodeData?.name)) return;
+    // The widget exists from the start (with a hint), so that it is part of the node when the
+    // frontend first lays it out (also in the Vue-based "Nodes 2.0" mode).
+    const onNodeCreated = nodeType.prototype.onNodeCreated;
+    nodeType.prototype.onNodeCreated = function () {
+      const ret = onNodeCreated?.apply(this, arguments);
+      try {
+        getOrCreateWidget(this);
+      } catch (err) {
+        console.error("[No Token Left Behind] could not add the token report widget", err);
+      }
+      return ret;
+    };
     const onExecuted = nodeType.prototype.onExecuted;
     nodeType.prototype.onExecuted = function (message) {
       const ret = onExecuted?.apply(this, arguments);
