@@ -156,3 +156,33 @@ def test_other_image_size_and_errors() -> None:
         w.sample(np.random.default_rng(0), split="test")
     with pytest.raises(ValueError):
         w.render(np.random.default_rng(0), [("pink", "circle", "small")])
+
+
+def test_twins_differ_only_in_edited_attributes(world: W.ShapeWorld) -> None:
+    rng = np.random.default_rng(21)
+    kinds = set()
+    for s in world.batch(rng, 200, split="train"):
+        t = world.twin(s, rng)
+        assert len(t.objects) == len(s.objects)
+        changed = [k for k, (a, b) in enumerate(zip(s.objects, t.objects, strict=True))
+                   if (a.colour, a.shape) != (b.colour, b.shape)]
+        assert 1 <= len(changed) <= 2
+        if len(changed) == 2:
+            i, j = changed
+            assert (t.objects[i].colour, t.objects[j].colour) == (s.objects[j].colour, s.objects[i].colour)
+            kinds.add("swap")
+        else:
+            kinds.add("edit")
+        for a, b in zip(s.objects, t.objects, strict=True):
+            assert a.size == b.size and a.footprint == b.footprint
+            assert (b.colour, b.shape) not in W.HELDOUT_COMBOS
+            px = t.image[b.mask].astype(int)
+            assert np.abs(px - np.array(W.COLOURS[b.colour])).max() <= 12
+        union = np.any([o.mask for o in t.objects], axis=0)
+        assert np.array_equal(t.image[~union], s.backdrop[~union])
+        d = W.describe(s, rng)
+        dt = W.describe_like(d, s, t)
+        assert W.is_true(dt, t.objects) and len(dt.phrases) == len(d.phrases)
+        if any(k in changed for k in range(len(s.objects))) and len(d.phrases) == len(s.objects):
+            assert dt != d
+    assert kinds == {"swap", "edit"}

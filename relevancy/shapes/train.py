@@ -13,6 +13,10 @@ Objective per step (batch of B fresh scenes, each with one true caption and one 
 - auxiliary global supervision (training only): which colours / shapes are present, predicted from
   the CLS output, so the pooled embedding carries shape as well as colour.
 
+Twins (``twin_frac``): part of each batch are minimal edits of other scenes in it (two objects swap
+colours, or one object changes shape or colour, same positions and background), captioned in
+parallel, so captions must bind attributes to objects to tell the pair apart (hard negative images).
+
 Curriculum: the first ``single_object_steps`` use one object per scene, then the world's 1-3.
 Learning rate: linear warm-up then cosine decay. Everything random comes from one seed.
 Exports the open_clip state dict (safetensors) plus ``open_clip_config.json`` (open_clip hub layout).
@@ -58,6 +62,7 @@ class TrainConfig:
     relation_prob: float = 0.5
     partial_prob: float = 0.1
     negatives: int = 1
+    twin_frac: float = 0.0
     aux_dense_weight: float = 1.0
     aux_global_weight: float = 0.5
     log_every: int = 25
@@ -191,8 +196,15 @@ class Batcher:
     def next(self, step: int) -> dict[str, Any]:
         cfg = self.cfg
         n_obj = 1 if step < cfg.single_object_steps else None
-        scenes = self.world.batch(self.rng, cfg.batch_size, split="train", n_objects=n_obj)
+        n_twin = int(round(cfg.batch_size * cfg.twin_frac))
+        if not 0 <= n_twin <= cfg.batch_size // 2:
+            raise ValueError(f"twin_frac must be in [0, 0.5], got {cfg.twin_frac}")
+        scenes = self.world.batch(self.rng, cfg.batch_size - n_twin, split="train", n_objects=n_obj)
         pos = [W.describe(s, self.rng, cfg.size_prob, cfg.relation_prob, cfg.partial_prob) for s in scenes]
+        for k in range(n_twin):
+            t = self.world.twin(scenes[k], self.rng)
+            pos.append(W.describe_like(pos[k], scenes[k], t))
+            scenes.append(t)
         neg = [W.hard_negative(d, s.objects, self.rng) for _ in range(cfg.negatives)
                for d, s in zip(pos, scenes, strict=True)]
         texts = [d.text() for d in pos] + [d.text() for d in neg]

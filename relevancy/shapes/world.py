@@ -138,6 +138,8 @@ class SceneObject:
     size: str
     mask: np.ndarray
     box: tuple[int, int, int, int]
+    jitter: tuple[int, int, int] = (0, 0, 0)  # colour offset from the palette entry
+    footprint: tuple[int, int, int] | None = None  # (x, y, side) of the square it was drawn in
 
     @property
     def centre(self) -> tuple[float, float]:
@@ -156,6 +158,7 @@ class Scene:
     objects: list[SceneObject]
     captions: list[str] = field(default_factory=list)
     background: str = "plain"
+    backdrop: np.ndarray | None = field(default=None, repr=False)  # the background alone
 
 
 _PHRASE_RE = (
@@ -435,19 +438,75 @@ class ShapeWorld:
                 specs = [(c, s, "small") for c, s, _ in specs]
         else:
             raise RuntimeError(f"could not place {len(specs)} objects on a {cfg.image_size} canvas")
-        image, background = self._background(rng)
-        objects: list[SceneObject] = []
-        for (colour, shape, size), side, (x, y) in zip(specs, sides, pos, strict=True):
-            m = self.masks[(shape, side)]
-            full = np.zeros((cfg.image_size, cfg.image_size), dtype=bool)
-            full[y:y + side, x:x + side] = m
-            rgb = np.clip(np.array(COLOURS[colour]) + rng.integers(-cfg.colour_jitter,
-                                                                  cfg.colour_jitter + 1, size=3), 0, 255)
-            image[full] = rgb.astype(np.uint8)
-            ys, xs = np.nonzero(m)
-            box = (x + int(xs.min()), y + int(ys.min()), x + int(xs.max()) + 1, y + int(ys.max()) + 1)
-            objects.append(SceneObject(shape, colour, size, full, box))
-        return Scene(image, objects, canonical_captions(objects), background)
+        backdrop, background = self._background(rng)
+        objects = [
+            self._object(colour, shape, size, (x, y, side),
+                         tuple(int(v) for v in rng.integers(-cfg.colour_jitter, cfg.colour_jitter + 1, size=3)))
+            for (colour, shape, size), side, (x, y) in zip(specs, sides, pos, strict=True)
+        ]
+        return self._compose(backdrop, objects, background)
+
+    def _object(self, colour: str, shape: str, size: str, footprint: tuple[int, int, int],
+                jitter: tuple[int, ...]) -> SceneObject:
+        x, y, side = footprint
+        m = self.masks[(shape, side)]
+        full = np.zeros((self.config.image_size, self.config.image_size), dtype=bool)
+        full[y:y + side, x:x + side] = m
+        ys, xs = np.nonzero(m)
+        box = (x + int(xs.min()), y + int(ys.min()), x + int(xs.max()) + 1, y + int(ys.max()) + 1)
+        return SceneObject(shape, colour, size, full, box, tuple(jitter), footprint)
+
+    def _compose(self, backdrop: np.ndarray, objects: list[SceneObject], background: str) -> Scene:
+        image = backdrop.copy()
+        for o in objects:
+            image[o.mask] = np.clip(np.array(COLOURS[o.colour]) + np.array(o.jitter), 0, 255).astype(np.uint8)
+        return Scene(image, objects, canonical_captions(objects), background, backdrop)
+
+    def edit(self, scene: Scene, changes: dict[int, tuple[str, str]]) -> Scene:
+        """The same scene with object i given (colour, shape) = changes[i]; positions, sizes and the
+        background are kept (a "twin" that differs only in those attributes)."""
+        if scene.backdrop is None or any(o.footprint is None for o in scene.objects):
+            raise ValueError("edit needs a scene rendered by ShapeWorld.render (backdrop and footprints)")
+        objs = list(scene.objects)
+        for i, (colour, shape) in changes.items():
+            o = objs[i]
+            if colour not in COLOURS or shape not in SHAPES:
+                raise ValueError(f"bad edit {(colour, shape)!r}")
+            objs[i] = self._object(colour, shape, o.size, o.footprint, o.jitter)
+        combos = [(o.colour, o.shape) for o in objs]
+        if len(set(combos)) != len(combos):
+            raise ValueError(f"edit would repeat a colour-shape pair: {combos}")
+        return self._compose(scene.backdrop, objs, scene.background)
+
+    def twin(
+        self,
+        scene: Scene,
+        rng: np.random.Generator,
+        combos: Sequence[tuple[str, str]] = TRAIN_COMBOS,
+    ) -> Scene:
+        """A minimally different scene: two objects swap colours (when possible, 3 in 4), otherwise
+        one object gets another shape or colour; every pair stays within ``combos``."""
+        objs = scene.objects
+        allowed = set(combos)
+        present = {(o.colour, o.shape) for o in objs}
+        cands: list[dict[int, tuple[str, str]]] = []
+        swaps = [{i: (objs[j].colour, objs[i].shape), j: (objs[i].colour, objs[j].shape)}
+                 for i, j in itertools.combinations(range(len(objs)), 2)
+                 if objs[i].colour != objs[j].colour and objs[i].shape != objs[j].shape]
+        swaps = [c for c in swaps if all(v in allowed for v in c.values())
+                 and not {v for k, v in c.items()} & {(o.colour, o.shape) for k, o in enumerate(objs)
+                                                     if k not in c}]
+        if swaps and rng.random() < 0.75:
+            cands = swaps
+        else:
+            i = int(rng.integers(len(objs)))
+            o = objs[i]
+            new = [(o.colour, s) for s in SHAPES if s != o.shape] + \
+                  [(c, o.shape) for c in COLOUR_NAMES if c != o.colour]
+            cands = [{i: v} for v in new if v in allowed and v not in present]
+        if not cands:
+            raise ValueError("no twin edit possible for this scene")
+        return self.edit(scene, cands[int(rng.integers(len(cands)))])
 
     def sample(
         self,
@@ -508,6 +567,15 @@ def describe(
         if rel is not None:
             return Description(phrases, rel)
     return Description(phrases)
+
+
+def describe_like(desc: Description, source: Scene, twin: Scene) -> Description:
+    """The description of ``twin`` that mirrors ``desc`` of ``source`` (same objects, order, sizes)."""
+    index = {(o.colour, o.shape): k for k, o in enumerate(source.objects)}
+    ks = [index[(p.colour, p.shape)] for p in desc.phrases]
+    phrases = tuple(twin.objects[k].phrase(p.size is not None) for k, p in zip(ks, desc.phrases, strict=True))
+    rel = relation_of(twin.objects[ks[0]], twin.objects[ks[1]]) if desc.relation else None
+    return Description(phrases, rel)
 
 
 def images_to_tensor_layout(scenes: Sequence[Scene]) -> np.ndarray:
