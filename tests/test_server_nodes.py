@@ -259,6 +259,19 @@ def test_example_workflow_runs(server, object_info, name):
                 assert json.loads(meta.info["workflow"])["nodes"] == workflow["nodes"]
     reports = [r for n in outputs.values() for r in n.get("ntlb_report", [])]
     assert reports and all(r["results"] for r in reports)
+    if name == "ntlb_heatmap_to_mask" and builtin_model_available():
+        # the shipped model finds the yellow circle (and not the blue cross) in the sample image
+        rel = next(n for n in api.values() if n["class_type"] == "NTLB_CLIPRelevancy")
+        assert rel["inputs"]["prompt"].strip() == "a yellow circle"
+        save = next(i for i, n in api.items() if n["class_type"] == "SaveImage")
+        (item,) = outputs[save]["images"]
+        mask = _png(server, item)[..., 0] > 127
+        sample = _sample(server).astype(int)
+        yellow = (sample[..., 0] > 180) & (sample[..., 1] > 180) & (sample[..., 2] < 100)
+        blue = (sample[..., 2] > 180) & (sample[..., 0] < 100)
+        assert yellow.sum() > 1000 and blue.sum() > 1000
+        assert (mask & yellow).sum() / yellow.sum() > 0.5, "the mask misses the yellow circle"
+        assert (mask & blue).sum() / blue.sum() < 0.1, "the mask covers the blue cross"
     if name == "ntlb_token_coverage":
         cov_node = next(i for i, n in api.items() if n["class_type"] == "NTLB_TokenCoverage")
         texts = {api[i]["_meta"]["title"]: outputs[i]["text"][0] for i in output_nodes}
