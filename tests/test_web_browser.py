@@ -201,6 +201,23 @@ def _wait_rows(browser: Browser, read_js: str, condition: str, what: str) -> Non
     )
 
 
+def _fake_row(image_index, phrase, similarity, words) -> dict:
+    """A report row as the nodes send it; ``words`` = (word, semantic, relevance, left_behind)."""
+    ws = [
+        dict(zip(("word", "semantic", "relevance", "left_behind"), w, strict=True)) for w in words
+    ]
+    sem = [w for w in ws if w["semantic"]]
+    behind = [w["word"] for w in sem if w["left_behind"]]
+    return {
+        "image_index": image_index,
+        "phrase": phrase,
+        "similarity": similarity,
+        "words": ws,
+        "coverage": 1.0 if not sem else 1 - len(behind) / len(sem),
+        "left_behind": behind,
+    }
+
+
 def _our_errors(browser: Browser) -> list[str]:
     return [e for e in browser.console_errors() if any(k in e.lower() for k in OURS)]
 
@@ -313,6 +330,31 @@ def test_token_report_widget_renders_in_the_browser(server, chromium, tmp_path):
             )
         finally:
             browser.evaluate(set_palette % "'dark'")
+
+        # user text is escaped; several images get an image label; missing numbers don't break it
+        hostile = '<img src=x onerror="window.__ntlbXss=1">'
+        message = {
+            "ntlb_report": [
+                {
+                    "kind": "relevancy",
+                    "results": [
+                        _fake_row(0, hostile, 0.31, [("<b>x</b>", True, 1.0, False)]),
+                        _fake_row(1, hostile, None, [("&amp;", False, None, False)]),
+                    ],
+                }
+            ]
+        }
+        browser.evaluate(f"app.graph.getNodeById({ids['rel']}).onExecuted({json.dumps(message)})")
+        fake = browser.evaluate(read["rel"])
+        _check_widget(fake, message["ntlb_report"])
+        assert [r["phrase"] for r in fake["rows"]] == [f"img 1{hostile}", f"img 2{hostile}"]
+        assert "prompt only" in fake["rows"][1]["stats"]
+        assert browser.evaluate(
+            f"""(() => {{
+                const box = document.querySelector('.ntlb-report[data-node-id="{ids["rel"]}"]');
+                return box.querySelectorAll("img, b").length === 0 && !window.__ntlbXss;
+            }})()"""
+        ), "report text must not be parsed as HTML"
 
         errors = _our_errors(browser)
         assert not errors, "console errors from the pack's frontend:\n" + "\n".join(errors)

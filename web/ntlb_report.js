@@ -206,11 +206,20 @@ function getOrCreateWidget(node) {
   const box = el("div", "ntlb-report");
   const content = el("div", "ntlb-content");
   box.appendChild(content);
-  // let the canvas keep wheel-zoom when the report does not need to scroll
+  // the canvas keeps wheel-zoom unless the report itself scrolls, and middle-button panning
   box.addEventListener("wheel", (e) => {
     if (box.scrollHeight <= box.clientHeight) return;
     e.stopPropagation();
   }, { passive: true });
+  box.addEventListener("pointerdown", (e) => {
+    if (e.button === 1) app.canvas?.processMouseDown?.(e);
+  });
+  box.addEventListener("pointermove", (e) => {
+    if ((e.buttons & 4) === 4) app.canvas?.processMouseMove?.(e);
+  });
+  box.addEventListener("pointerup", (e) => {
+    if (e.button === 1) app.canvas?.processMouseUp?.(e);
+  });
   content.appendChild(el("div", "ntlb-empty", "Run the workflow to see how much each word counted."));
   const st = { box, content, estimate: 22, widget: null };
   node.__ntlbReport = st;
