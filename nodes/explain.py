@@ -133,6 +133,7 @@ class TokenCoverage(io.ComfyNode):
             node_id=PREFIX + "TokenCoverage",
             display_name="Token Coverage",
             category=CATEGORY + "/explain",
+            is_output_node=True,  # its report shows on the node even with nothing connected
             description=(
                 "Reports which semantic words of a prompt CLIP left behind when scoring an image (or, "
                 "without an image, which words the prompt's embedding is built from), with each word's "
