@@ -167,6 +167,9 @@ def test_sample_image_is_installed_and_examples_are_served_as_templates(server, 
     for name in example_names():
         served = server.get_json(f"/api/workflow_templates/{PACK_FOLDER}/{name}.json")
         assert served == load_example(name)
+        # the template browser (frontend 1.32.9) shows <name>.jpg as the thumbnail
+        status, jpg = server.request("GET", f"/api/workflow_templates/{PACK_FOLDER}/{name}.jpg")
+        assert status == 200 and Image.open(io.BytesIO(jpg)).format == "JPEG", name
 
 
 # ------------------------------------------------------------------------------------- workflows
