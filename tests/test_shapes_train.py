@@ -131,3 +131,21 @@ def test_in_memory_model_wrap_matches_loader(tmp_path: Path) -> None:
     a = Scorer(wrap_model(model, T.sidecar_config(cfg))).image_features(img)
     b = Scorer(load_clip(tmp_path)).image_features(img)
     assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_batches_hold_twins_and_negatives() -> None:
+    cfg = T.TrainConfig.from_json(TINY)
+    cfg.batch_size, cfg.twin_frac, cfg.negatives = 20, 0.5, 2
+    batch = T.Batcher(cfg, T.CaptionTokenizer(20)).next(step=5)  # past the single-object phase
+    scenes, texts, truth = batch["scenes"], batch["texts"], batch["truth"]
+    assert len(scenes) == 20 and len(texts) == 60 and truth.shape == (20, 60)
+    assert batch["ids"].shape == (60, 20)
+    for k in range(10):  # scene k + 10 is a twin of scene k: same layout, other attributes
+        a, b = scenes[k], scenes[k + 10]
+        assert [o.footprint for o in a.objects] == [o.footprint for o in b.objects]
+        assert [(o.colour, o.shape) for o in a.objects] != [(o.colour, o.shape) for o in b.objects]
+    assert torch.diagonal(truth[:, :20]).min() == 1
+    assert truth[:, 20:40].diagonal().max() == 0 and truth[:, 40:].diagonal().max() == 0
+    with pytest.raises(ValueError, match="twin_frac"):
+        cfg.twin_frac = 0.8
+        T.Batcher(cfg, T.CaptionTokenizer(20)).next(step=5)

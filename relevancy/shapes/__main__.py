@@ -53,11 +53,20 @@ def _train(args: argparse.Namespace) -> int:
         cfg.seed = args.seed
     if args.steps is not None:
         cfg.steps = args.steps
+    if args.probe_every is not None:
+        cfg.probe_every = args.probe_every
     if args.threads:
         torch.set_num_threads(args.threads)
+    probe = None
+    if cfg.probe_every:
+        from .evaluate import make_probe
+        from .train import sidecar_config
+
+        probe = make_probe(sidecar_config(cfg))
     print(f"training {cfg.steps} steps, seed {cfg.seed}, {torch.get_num_threads()} threads "
           f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}) -> {args.out}", flush=True)
-    _, summary = train(cfg, out=args.out, log=lambda s: print(s, flush=True))
+    _, summary = train(cfg, out=args.out, log=lambda s: print(s, flush=True), probe=probe,
+                       checkpoint_dir=args.checkpoints)
     print(f"training_seconds: {summary['seconds']}")
     return 0
 
@@ -94,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--seed", type=int, default=None, help="override the config's seed")
     t.add_argument("--steps", type=int, default=None, help="override the config's step count")
     t.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    t.add_argument("--probe-every", type=int, default=None,
+                   help="log quick metrics (own seed) every N steps; overrides the config")
+    t.add_argument("--checkpoints", default=None, help="also export the model at every probe to DIR/step_N")
     e = sub.add_parser("evaluate", help="print metrics of a model")
     e.add_argument("--model", default=None, help="model file or folder (default: models/shapes)")
     e.add_argument("--n", type=int, default=500, help="scenes per scene family")

@@ -24,7 +24,7 @@ Detector:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -191,6 +191,24 @@ def relevancy_metrics(clip: LoadedClip, scenes: Sequence[W.Scene], batch_size: i
         "mask_iou": float(np.mean(ious)) if ious else float("nan"),
         "shape_word_share": float(np.median(ratios)) if ratios else float("nan"),
     }
+
+
+def make_probe(sidecar: dict, n: int = 200, seed: int = 1000) -> Callable[[torch.nn.Module, int], dict[str, float]]:
+    """A cheap training-time probe (its own fixed scenes, seed distinct from evaluation's default)."""
+    world = W.ShapeWorld(W.WorldConfig(image_size=int(sidecar["preprocess_cfg"]["size"])))
+    rng = np.random.default_rng(seed)
+    single = world.batch(rng, n, split="all", n_objects=1)
+    double = world.batch(rng, n, split="all", n_objects=2)
+
+    def probe(model: torch.nn.Module, step: int) -> dict[str, float]:
+        clip = wrap_model(model, sidecar)
+        scorer = Scorer(clip)
+        out = attribute_accuracy(scorer, single)
+        out["binding_acc"] = pair_accuracy(scorer, double, "binding")
+        out.update(relevancy_metrics(clip, double[: n // 2]))
+        return {f"probe_{k}": round(v, 4) for k, v in out.items()}
+
+    return probe
 
 
 def evaluate(

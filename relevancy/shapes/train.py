@@ -293,8 +293,14 @@ def train(
     out: str | Path | None = None,
     log: Callable[[str], None] = print,
     probe: Callable[[nn.Module, int], dict[str, float]] | None = None,
+    checkpoint_dir: str | Path | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Train from scratch; export to ``out`` if given. Returns the model and a run summary."""
+    """Train from scratch; export to ``out`` if given. Returns the model and a run summary.
+
+    Every ``cfg.probe_every`` steps ``probe(model, step)`` adds metrics to the log and, with
+    ``checkpoint_dir``, the model is exported to ``checkpoint_dir/step_<N>`` (neither touches the
+    training random streams).
+    """
     torch.manual_seed(cfg.seed)
     model = build_clip(cfg.model_cfg)
     vcfg = cfg.model_cfg["vision_cfg"]
@@ -340,10 +346,12 @@ def train(
             if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
                 logs.update(loss=loss.item(), scale=scale.item(), lr=lr_at(step, cfg),
                             seconds=round(time.time() - t0, 1))
-                if probe is not None and cfg.probe_every and ((step + 1) % cfg.probe_every == 0
-                                                             or step + 1 == cfg.steps):
+                if cfg.probe_every and ((step + 1) % cfg.probe_every == 0 or step + 1 == cfg.steps):
                     model.eval()
-                    logs.update(probe(model, step + 1))
+                    if probe is not None:
+                        logs.update(probe(model, step + 1))
+                    if checkpoint_dir is not None:
+                        export_model(model, cfg, Path(checkpoint_dir) / f"step_{step + 1:05d}")
                     model.train()
                 history.append(logs)
                 log(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in logs.items()}))
