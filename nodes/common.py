@@ -81,7 +81,13 @@ def model_choices() -> list[str]:
 def resolve_model_path(name: str) -> Path:
     """File (or folder) behind a model choice, with an actionable error when it is gone."""
     if name == BUILTIN:
-        return default_model_path()
+        path = default_model_path()
+        if not (path / "open_clip_model.safetensors").is_file():
+            raise FileNotFoundError(
+                f"the built-in shapes model is missing from the pack ({path}); reinstall or update the "
+                "No Token Left Behind pack, or pick a checkpoint from models/relevancy_clip/."
+            )
+        return path
     path = folder_paths.get_full_path(FOLDER, name)
     if path is None:
         raise FileNotFoundError(
@@ -168,3 +174,18 @@ def mask_batch(mask: torch.Tensor, what: str = "mask") -> torch.Tensor:
     if mask.ndim != 3:
         raise ValueError(f"{what}: expected a MASK shaped (B, H, W) or (H, W); got {tuple(mask.shape)}.")
     return mask
+
+
+def check_combos(cls: type[io.ComfyNode], **values: Any) -> bool | str:
+    """``validate_inputs`` helper: every combo value must be one of the schema's options.
+
+    ComfyUI 0.3.75 checks combo values only for V1 nodes, so stale or hand-edited workflows would
+    otherwise reach ``execute`` with values the node does not know.
+    """
+    options = {i.id: i.options for i in cls.define_schema().inputs if isinstance(i, io.Combo.Input)}
+    for name, value in values.items():
+        if value is not None and value not in options[name]:
+            shown = options[name] if len(options[name]) <= 12 else f"{len(options[name])} choices"
+            return (f"{name}: {value!r} is not one of {shown}; pick a listed value (the workflow may come "
+                    "from another version of the pack, or the file was removed).")
+    return True

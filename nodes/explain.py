@@ -12,7 +12,15 @@ from ..relevancy.explain import Explanation, explain, normalize_minmax, normaliz
 from ..relevancy.images import heatmap_to_frame, overlay, preprocess_tensor
 from ..relevancy.report import LEFT_BEHIND_THRESHOLD, explanation_results
 from ..relevancy.tokens import TokenizedPrompt, split_phrases, tokenize
-from .common import CATEGORY, PREFIX, ManagedClip, RelevancyClip, image_to_bchw, progress_callback
+from .common import (
+    CATEGORY,
+    PREFIX,
+    ManagedClip,
+    RelevancyClip,
+    check_combos,
+    image_to_bchw,
+    progress_callback,
+)
 
 PAIRS_PER_STEP = 4
 
@@ -99,6 +107,10 @@ class CLIPRelevancy(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, score: str, normalization: str, fit: str) -> bool | str:
+        return check_combos(cls, score=score, normalization=normalization, fit=fit)
+
+    @classmethod
     def execute(cls, relevancy_clip: ManagedClip, image: torch.Tensor, prompt: str, score: str,
                 start_layer_image: int, start_layer_text: int, left_behind_threshold: float,
                 normalization: str, fit: str, overlay_opacity: float) -> io.NodeOutput:
@@ -106,11 +118,16 @@ class CLIPRelevancy(io.ComfyNode):
         images = image_to_bchw(image)
         exp = _run(relevancy_clip, images, prompts, score, start_layer_image, start_layer_text, fit)
         h, w = images.shape[-2:]
-        heat = heatmap_to_frame(exp.image_relevance, h, w, fit)
         norm = normalize_minmax if normalization == "min-max" else normalize_sum_max
-        heat = norm(heat.clamp_min(0), dims=(-2, -1)).clamp(0, 1)
-        rgb = image[..., :3].float().cpu().repeat(len(prompts), 1, 1, 1)
-        overlays = overlay(rgb, heat, overlay_opacity).clamp(0, 1)
+        rgb = image[..., :3].float().cpu()
+        heats, overlays = [], []
+        for j in range(len(prompts)):  # per phrase, so a cancel is honoured on large images too
+            mm.throw_exception_if_processing_interrupted()
+            maps = exp.image_relevance[j * exp.n_images:(j + 1) * exp.n_images]
+            heat = norm(heatmap_to_frame(maps, h, w, fit).clamp_min(0), dims=(-2, -1)).clamp(0, 1)
+            heats.append(heat)
+            overlays.append(overlay(rgb, heat, overlay_opacity).clamp(0, 1))
+        heat, overlays = torch.cat(heats), torch.cat(overlays)
         results = explanation_results(exp, left_behind_threshold)
         report = json.dumps({"score": score, "results": results})
         out_dev = mm.intermediate_device()
@@ -160,6 +177,10 @@ class TokenCoverage(io.ComfyNode):
                                  tooltip="JSON: per (image, phrase) word relevance and flags."),
             ],
         )
+
+    @classmethod
+    def validate_inputs(cls, score: str) -> bool | str:
+        return check_combos(cls, score=score)
 
     @classmethod
     def execute(cls, relevancy_clip: ManagedClip, prompt: str, score: str, start_layer_image: int,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from .common import CATEGORY, PREFIX, RelevancyClip, load_managed, model_choices
+from .common import CATEGORY, PREFIX, RelevancyClip, check_combos, load_managed, model_choices
 
 
 class LoadRelevancyCLIP(io.ComfyNode):
@@ -39,6 +39,10 @@ class LoadRelevancyCLIP(io.ComfyNode):
             outputs=[RelevancyClip.Output(display_name="relevancy_clip",
                                           tooltip="The loaded CLIP, for the relevancy nodes.")],
         )
+
+    @classmethod
+    def validate_inputs(cls, model: str, device: str, dtype: str, activation: str) -> bool | str:
+        return check_combos(cls, model=model, device=device, dtype=dtype, activation=activation)
 
     @classmethod
     def execute(cls, model: str, device: str, dtype: str, activation: str) -> io.NodeOutput:

@@ -7,7 +7,7 @@ import torch
 from comfy_api.latest import io
 
 from ..relevancy.masks import MaskOptions, heatmap_to_mask
-from .common import CATEGORY, PREFIX, mask_batch
+from .common import CATEGORY, PREFIX, check_combos, mask_batch, progress_callback
 
 
 def _target_size(heat: torch.Tensor, image: torch.Tensor | None) -> tuple[int, int] | None:
@@ -75,6 +75,10 @@ class HeatmapToMask(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, threshold_mode: str, keep: str) -> bool | str:
+        return check_combos(cls, threshold_mode=threshold_mode, keep=keep)
+
+    @classmethod
     def execute(cls, heatmap: torch.Tensor, threshold_mode: str, threshold: float, area: float, blur: float,
                 grow: int, fill_holes: bool, keep: str, feather: float, invert: bool,
                 image: torch.Tensor | None = None) -> io.NodeOutput:
@@ -82,6 +86,10 @@ class HeatmapToMask(io.ComfyNode):
         size = _target_size(heat, image)
         opts = MaskOptions(threshold_mode=threshold_mode, threshold=threshold, area=area, blur=blur, grow=grow,
                            fill_holes=fill_holes, keep=keep, feather=feather, invert=invert)
+        progress = progress_callback(heat.shape[0])
+        masks = []
         with torch.inference_mode(False):
-            mask = heatmap_to_mask(heat.detach().clone(), opts, size=size)
-        return io.NodeOutput(mask.to(mm.intermediate_device()))
+            for k in range(heat.shape[0]):  # one map at a time: progress, and cancel between maps
+                masks.append(heatmap_to_mask(heat[k:k + 1].detach().clone(), opts, size=size))
+                progress(k + 1, heat.shape[0])
+        return io.NodeOutput(torch.cat(masks).to(mm.intermediate_device()))

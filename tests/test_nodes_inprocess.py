@@ -177,3 +177,23 @@ def test_cancel_stops_relevancy(comfy, managed):
             _relevancy(comfy, managed, torch.rand(3, 32, 32, 3), "a | b | c | d")
     finally:
         mm.interrupt_current_processing(False)
+
+
+def test_cancel_stops_heatmap_to_mask(comfy):
+    mm = comfy.model_management
+    mm.interrupt_current_processing(True)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            comfy.run_node("NTLB_HeatmapToMask", heatmap=torch.rand(4, 32, 32), **MASK_DEFAULTS)
+    finally:
+        mm.interrupt_current_processing(False)
+
+
+def test_validate_inputs_rejects_unknown_combo_values(comfy):
+    rel = comfy.node_class("NTLB_CLIPRelevancy")
+    assert rel.validate_inputs(score="logit", normalization="sum-max", fit="squash") is True
+    msg = rel.validate_inputs(score="logit", normalization="l2", fit="crop")
+    assert isinstance(msg, str) and msg.startswith("normalization: 'l2' is not one of")
+    loader = comfy.node_class("NTLB_LoadRelevancyCLIP")
+    assert "device: 'gpu'" in loader.validate_inputs(model="shapes (built-in)", device="gpu", dtype="auto",
+                                                     activation="auto")

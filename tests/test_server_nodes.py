@@ -104,6 +104,13 @@ def _failure(server: ComfyServer, graph: dict[str, Any]) -> dict[str, Any]:
     return failed.value.errors[0]
 
 
+def _rejection(server: ComfyServer, graph: dict[str, Any]) -> str:
+    """Post a graph that validation must reject (HTTP 400); return its node errors as text."""
+    with pytest.raises(PromptRejected) as rejected:
+        server.run(graph, timeout=120)
+    return json.dumps(rejected.value.node_errors)
+
+
 # --------------------------------------------------------------------------------------- fixtures
 
 
@@ -378,33 +385,29 @@ def test_corrupt_and_missing_model_files(server):
     _still_serving(server)
 
     # a model that is not (or no longer) in the folder (a shared workflow, a deleted file): ComfyUI
-    # 0.3.75 does not check V3 combo values against their options, so the loader reports it
+    # 0.3.75 does not check V3 combo values, the loader's validate_inputs does (a 400 before running)
     g = Graph()
     rel = _relevancy(g, _clip(g, "gone.safetensors"), g.out(g.add("LoadImage", image=SAMPLE)), "a cat")
     g.add("PreviewImage", images=g.out(rel))
-    err = _failure(server, g.nodes)
-    assert err["node_type"] == "NTLB_LoadRelevancyCLIP"
-    assert "'gone.safetensors' is not in models/relevancy_clip/" in err["exception_message"]
+    message = _rejection(server, g.nodes)
+    assert "model: 'gone.safetensors' is not one of" in message, message
     _still_serving(server)
 
 
 @pytest.mark.server
-@pytest.mark.xfail(reason="ComfyUI 0.3.75 skips option checks for V3 combos and the nodes do not check "
-                          "them either: dtype='fp8' fails with a bare KeyError('fp8')", strict=False)
 def test_unknown_combo_value_is_a_clear_error(server):
     g = Graph()
     rel = _relevancy(g, g.add("NTLB_LoadRelevancyCLIP", model=TINY, device="auto", dtype="fp8",
                               activation="auto"), g.out(g.add("LoadImage", image=SAMPLE)), "a cat")
     g.add("PreviewImage", images=g.out(rel))
-    try:
-        server.run(g.nodes, timeout=120)
-    except PromptRejected as rejected:
-        message = json.dumps(rejected.value.node_errors)
-    except PromptFailed as failed:
-        message = failed.value.errors[0]["exception_message"]
-    else:
-        pytest.fail("dtype='fp8' was accepted")
-    assert "dtype" in message and "fp32" in message, message
+    message = _rejection(server, g.nodes)
+    assert "dtype: 'fp8' is not one of" in message and "fp32" in message, message
+    g = Graph()
+    rel = g.add("NTLB_CLIPRelevancy", relevancy_clip=g.out(_clip(g)), image=g.out(g.add("LoadImage", image=SAMPLE)),
+                prompt="a cat", **{**RELEVANCY, "fit": "pad"})
+    g.add("PreviewImage", images=g.out(rel))
+    assert "fit: 'pad' is not one of" in _rejection(server, g.nodes)
+    _still_serving(server)
 
 
 @pytest.mark.server
