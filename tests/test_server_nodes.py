@@ -22,7 +22,8 @@ import pytest
 from clip_factory import CONFIGS, make_clip, save_open_clip_safetensors, write_sidecar
 from comfy_harness import PACK_FOLDER, REPO_ROOT, ComfyServer, PromptFailed, PromptRejected
 from PIL import Image
-from workflows import example_names, load_example, replace_widget, to_api
+
+from scripts.workflows import example_names, load_example, replace_widget, to_api
 
 NODE_IDS = ("NTLB_LoadRelevancyCLIP", "NTLB_CLIPRelevancy", "NTLB_TokenCoverage", "NTLB_HeatmapToMask")
 TINY = "tiny/open_clip_model.safetensors"

@@ -8,7 +8,8 @@ nodes, widgets turned into inputs, dict ``widgets_values`` and malformed graphs.
 from __future__ import annotations
 
 import pytest
-from workflows import WorkflowError, example_names, load_example, to_api, widget_slots
+
+from scripts.workflows import WorkflowError, example_names, load_example, to_api, widget_slots
 
 OBJECT_INFO = {
     "KSampler": {

@@ -20,8 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from comfy_harness import REPO_ROOT
-
+REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES_DIR = REPO_ROOT / "example_workflows"
 
 #: Types the frontend draws as widgets (anything else is a socket; a list of strings is a combo).
