@@ -152,11 +152,9 @@ def relevancy_maps(
             for cap in (cap_img, cap_txt):
                 if cap is not None:
                     probs += [p for p in cap.probs if p is not None]
-            if not probs:
-                return RelevancyMaps(cos, None, None, eot)
-            grads = torch.autograd.grad(s, probs, create_graph=create_graph)
-            n_img = len(cap_img.probs) if cap_img is not None else 0
             image_map = text_map = None
+            grads = torch.autograd.grad(s, probs, create_graph=create_graph) if probs else ()
+            n_img = len(cap_img.probs) if cap_img is not None else 0
             if cap_img is not None:
                 cls = torch.zeros(ids.shape[0], dtype=torch.long, device=clip.device)
                 row = relevance_row(probs[:n_img], grads[:n_img], cls)[:, 1:]
