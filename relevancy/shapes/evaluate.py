@@ -13,7 +13,13 @@ Recognition (similarity only):
 
 Relevancy (the pack's engine, default settings: logit score, all layers):
     pointing_game    two objects with distinct colours; for each object's phrase "a c s" the argmax
-                     of its image map (bilinearly upsampled to the image) lies in that object's mask.
+                     pixel of its image map (bilinearly upsampled to the image) lies in that object's
+                     mask or within ``POINTING_TOLERANCE`` (4 px at 64x64, scaled with the image) of
+                     it: the pointing game's usual 15-pixel tolerance at 224 px, scaled down.
+    pointing_game_strict  the same with no tolerance (the argmax pixel inside the mask). With a
+                     patch-8 model the upsampled argmax is always a patch centre, so edge patches
+                     miss here even when they are mostly object.
+    pointing_game_patch   the argmax patch (native map resolution) overlaps the object's mask.
     mask_iou         IoU of ``masks.heatmap_to_mask`` (default ``MaskOptions``) with the object mask.
     shape_word_share median over two-object captions "a c1 s1 and a c2 s2" of
                      mean(shape-word relevance) / mean(colour-word relevance) (text EOT row).
@@ -38,6 +44,8 @@ from ..masks import heatmap_to_mask
 from ..tokens import tokenize, word_relevance
 from . import world as W
 from .detector import Detector, detector_accuracy
+
+POINTING_TOLERANCE = 4.0 / 64.0  # fraction of the image side
 
 
 def wrap_model(model: torch.nn.Module, sidecar: dict) -> LoadedClip:
@@ -154,7 +162,7 @@ def relevancy_metrics(clip: LoadedClip, scenes: Sequence[W.Scene], batch_size: i
     # phrase per object, two-object scenes with distinct colours
     items = [(s, o) for s in scenes if len(s.objects) == 2 and s.objects[0].colour != s.objects[1].colour
              for o in s.objects]
-    hits, ious = [], []
+    hits, strict, patch_hits, ious = [], [], [], []
     for k in range(0, len(items), batch_size):
         chunk = items[k:k + batch_size]
         imgs = scorer.pixels(np.stack([s.image for s, _ in chunk]))
@@ -163,9 +171,17 @@ def relevancy_metrics(clip: LoadedClip, scenes: Sequence[W.Scene], batch_size: i
         h, w = chunk[0][0].image.shape[:2]
         up = upsample(maps, (h, w))
         masks = heatmap_to_mask(maps, size=(h, w)) > 0.5
-        for (_, o), m, mk in zip(chunk, up, masks, strict=True):
+        gh, gw = maps.shape[1:]
+        tol = POINTING_TOLERANCE * max(h, w)
+        for (_, o), m, mk, raw in zip(chunk, up, masks, maps, strict=True):
             flat = int(m.flatten().argmax())
-            hits.append(bool(o.mask[flat // w, flat % w]))
+            y, x = flat // w, flat % w
+            ys, xs = np.nonzero(o.mask)
+            strict.append(bool(o.mask[y, x]))
+            hits.append(bool(((ys - y) ** 2 + (xs - x) ** 2).min() <= tol**2))
+            p = int(raw.flatten().argmax())
+            py, px = (p // gw) * h // gh, (p % gw) * w // gw
+            patch_hits.append(bool(o.mask[py:py + h // gh, px:px + w // gw].any()))
             gt = torch.from_numpy(o.mask)
             union = (gt | mk).sum().item()
             ious.append((gt & mk).sum().item() / union if union else 0.0)
@@ -188,6 +204,8 @@ def relevancy_metrics(clip: LoadedClip, scenes: Sequence[W.Scene], batch_size: i
                 ratios.append(float(np.mean(sh) / np.mean(co)))
     return {
         "pointing_game": float(np.mean(hits)) if hits else float("nan"),
+        "pointing_game_strict": float(np.mean(strict)) if strict else float("nan"),
+        "pointing_game_patch": float(np.mean(patch_hits)) if patch_hits else float("nan"),
         "mask_iou": float(np.mean(ious)) if ious else float("nan"),
         "shape_word_share": float(np.median(ratios)) if ratios else float("nan"),
     }
