@@ -63,6 +63,7 @@ class TrainConfig:
     partial_prob: float = 0.1
     negatives: int = 1
     twin_frac: float = 0.0
+    twin_swap_prob: float = 0.75
     aux_dense_weight: float = 1.0
     aux_global_weight: float = 0.5
     log_every: int = 25
@@ -202,7 +203,7 @@ class Batcher:
         scenes = self.world.batch(self.rng, cfg.batch_size - n_twin, split="train", n_objects=n_obj)
         pos = [W.describe(s, self.rng, cfg.size_prob, cfg.relation_prob, cfg.partial_prob) for s in scenes]
         for k in range(n_twin):
-            t = self.world.twin(scenes[k], self.rng)
+            t = self.world.twin(scenes[k], self.rng, swap_prob=cfg.twin_swap_prob)
             pos.append(W.describe_like(pos[k], scenes[k], t))
             scenes.append(t)
         neg = [W.hard_negative(d, s.objects, self.rng) for _ in range(cfg.negatives)

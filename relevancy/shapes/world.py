@@ -483,9 +483,10 @@ class ShapeWorld:
         scene: Scene,
         rng: np.random.Generator,
         combos: Sequence[tuple[str, str]] = TRAIN_COMBOS,
+        swap_prob: float = 0.75,
     ) -> Scene:
-        """A minimally different scene: two objects swap colours (when possible, 3 in 4), otherwise
-        one object gets another shape or colour; every pair stays within ``combos``."""
+        """A minimally different scene: two objects swap colours (when possible, with ``swap_prob``),
+        otherwise one object gets another shape or colour; every pair stays within ``combos``."""
         objs = scene.objects
         allowed = set(combos)
         present = {(o.colour, o.shape) for o in objs}
@@ -496,7 +497,7 @@ class ShapeWorld:
         swaps = [c for c in swaps if all(v in allowed for v in c.values())
                  and not {v for k, v in c.items()} & {(o.colour, o.shape) for k, o in enumerate(objs)
                                                      if k not in c}]
-        if swaps and rng.random() < 0.75:
+        if swaps and rng.random() < swap_prob:
             cands = swaps
         else:
             i = int(rng.integers(len(objs)))
