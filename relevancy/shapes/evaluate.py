@@ -13,12 +13,12 @@ Recognition (similarity only):
 
 Relevancy (the pack's engine, default settings: logit score, all layers):
     pointing_game    two objects with distinct colours; for each object's phrase "a c s" the argmax
-                     pixel of its image map (bilinearly upsampled to the image) lies in that object's
-                     mask or within ``POINTING_TOLERANCE`` (4 px at 64x64, scaled with the image) of
-                     it: the pointing game's usual 15-pixel tolerance at 224 px, scaled down.
-    pointing_game_strict  the same with no tolerance (the argmax pixel inside the mask). With a
-                     patch-8 model the upsampled argmax is always a patch centre, so edge patches
-                     miss here even when they are mostly object.
+                     pixel of its image map (bilinearly upsampled to the image) lies inside that
+                     object's mask (the issue's definition). With a patch-8 model the upsampled argmax
+                     is always a patch centre, so edge patches miss even when mostly object.
+    pointing_game_tol4px  the same, also counting an argmax within ``POINTING_TOLERANCE`` (4 px at
+                     64x64, scaled with the image) of the mask: the pointing game's usual 15-pixel
+                     tolerance at 224 px, scaled down.
     pointing_game_patch   the argmax patch (native map resolution) overlaps the object's mask.
     mask_iou         IoU of ``masks.heatmap_to_mask`` (default ``MaskOptions``) with the object mask.
     shape_word_share median over two-object captions "a c1 s1 and a c2 s2" of
@@ -203,8 +203,8 @@ def relevancy_metrics(clip: LoadedClip, scenes: Sequence[W.Scene], batch_size: i
             if co and np.mean(co) > 0:
                 ratios.append(float(np.mean(sh) / np.mean(co)))
     return {
-        "pointing_game": float(np.mean(hits)) if hits else float("nan"),
-        "pointing_game_strict": float(np.mean(strict)) if strict else float("nan"),
+        "pointing_game": float(np.mean(strict)) if strict else float("nan"),
+        "pointing_game_tol4px": float(np.mean(hits)) if hits else float("nan"),
         "pointing_game_patch": float(np.mean(patch_hits)) if patch_hits else float("nan"),
         "mask_iou": float(np.mean(ious)) if ious else float("nan"),
         "shape_word_share": float(np.median(ratios)) if ratios else float("nan"),
