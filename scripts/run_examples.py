@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -22,7 +23,8 @@ from scripts.workflows import example_names, load_example, to_api  # noqa: E402
 
 
 def save_outputs(server: ComfyServer, entry: dict, dest: Path) -> list[Path]:
-    """Copy the files and texts a finished prompt produced into ``dest``."""
+    """Copy the files and texts a finished prompt produced into ``dest`` (emptied first)."""
+    shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True, exist_ok=True)
     written = []
     for node_id, ui in entry.get("outputs", {}).items():
