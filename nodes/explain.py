@@ -8,8 +8,8 @@ import comfy.model_management as mm
 import torch
 from comfy_api.latest import io
 
-from ..relevancy.explain import Explanation, explain, normalize_minmax, normalize_sum_max
-from ..relevancy.images import heatmap_to_frame, overlay, preprocess_tensor
+from ..relevancy.explain import Explanation, explain
+from ..relevancy.images import display_heatmaps, overlay, preprocess_tensor
 from ..relevancy.report import LEFT_BEHIND_THRESHOLD, explanation_results
 from ..relevancy.tokens import TokenizedPrompt, split_phrases, tokenize
 from .common import (
@@ -118,13 +118,12 @@ class CLIPRelevancy(io.ComfyNode):
         images = image_to_bchw(image)
         exp = _run(relevancy_clip, images, prompts, score, start_layer_image, start_layer_text, fit)
         h, w = images.shape[-2:]
-        norm = normalize_minmax if normalization == "min-max" else normalize_sum_max
         rgb = image[..., :3].float().cpu()
         heats, overlays = [], []
         for j in range(len(prompts)):  # per phrase, so a cancel is honoured on large images too
             mm.throw_exception_if_processing_interrupted()
             maps = exp.image_relevance[j * exp.n_images:(j + 1) * exp.n_images]
-            heat = norm(heatmap_to_frame(maps, h, w, fit).clamp_min(0), dims=(-2, -1)).clamp(0, 1)
+            heat = display_heatmaps(maps, h, w, fit, normalization)
             heats.append(heat)
             overlays.append(overlay(rgb, heat, overlay_opacity).clamp(0, 1))
         heat, overlays = torch.cat(heats), torch.cat(overlays)

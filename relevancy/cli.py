@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .explain import explain, normalize_minmax
-from .images import heatmap_to_frame, load_image, overlay, preprocess_pil
+from .explain import explain
+from .images import display_heatmaps, load_image, overlay, preprocess_pil
 from .loading import CheckpointError, default_model_path, load_clip
 from .report import LEFT_BEHIND_THRESHOLD, explanation_results
 from .tokens import split_phrases
@@ -59,8 +59,7 @@ def run_explain(args: argparse.Namespace) -> dict:
     for p, rep in enumerate(explanation_results(exp, args.threshold)):
         i, j = rep.pop("image_index"), p // exp.n_images
         im = pil[i]
-        heat = heatmap_to_frame(exp.image_relevance[p][None], im.height, im.width)
-        heat = normalize_minmax(heat, dims=(-2, -1))[0]
+        heat = display_heatmaps(exp.image_relevance[p][None], im.height, im.width)[0]
         name = f"heatmap_{i:02d}_{j:02d}.png"
         rgb = overlay(torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0), heat)
         Image.fromarray((rgb * 255).round().byte().numpy()).save(out / name)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from .explain import normalize_minmax, normalize_sum_max
 from .loading import LoadedClip
 
 Fit = Literal["crop", "squash"]
@@ -79,6 +80,13 @@ def heatmap_to_frame(maps: torch.Tensor, height: int, width: int, fit: Fit = "cr
     out = maps.new_zeros(maps.shape[0], height, width, dtype=torch.float32)
     out[:, top:top + h, left:left + w] = upsample(maps, (h, w))
     return out
+
+
+def display_heatmaps(maps: torch.Tensor, height: int, width: int, fit: Fit = "crop",
+                     normalization: Literal["min-max", "sum-max"] = "min-max") -> torch.Tensor:
+    """Raw (P, gh, gw) maps → (P, height, width) heatmaps in 0..1 aligned with the input frame."""
+    norm = normalize_minmax if normalization == "min-max" else normalize_sum_max
+    return norm(heatmap_to_frame(maps, height, width, fit).clamp_min(0), dims=(-2, -1)).clamp(0, 1)
 
 
 def jet(values: torch.Tensor) -> torch.Tensor:
