@@ -74,11 +74,12 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import torch
 
-    from .evaluate import evaluate, load_model
+    from ..loading import load_clip
+    from .evaluate import evaluate
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    clip = load_model(args.model)
+    clip = load_clip(args.model)
     res = evaluate(clip, n=args.n, seed=args.seed, relevancy=not args.no_relevancy)
     for k, v in res.items():
         print(f"{k}: {v:.4f}")

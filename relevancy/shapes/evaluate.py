@@ -31,7 +31,6 @@ Detector:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,7 +38,7 @@ import torch.nn.functional as F
 
 from ..explain import relevancy_maps
 from ..images import preprocess_tensor, upsample
-from ..loading import ClipSpec, LoadedClip, load_clip
+from ..loading import ClipSpec, LoadedClip
 from ..masks import heatmap_to_mask
 from ..tokens import tokenize, word_relevance
 from . import world as W
@@ -52,11 +51,6 @@ def wrap_model(model: torch.nn.Module, sidecar: dict) -> LoadedClip:
     """A ``LoadedClip`` around an in-memory open_clip CLIP (e.g. during training)."""
     return LoadedClip(model=model, spec=ClipSpec(dict(sidecar["model_cfg"]), dict(sidecar["preprocess_cfg"]),
                                                  "open_clip"), path=None)
-
-
-def load_model(path: str | Path) -> LoadedClip:
-    """Load a model file or folder through the pack's loader."""
-    return load_clip(path)
 
 
 class Scorer:

@@ -38,7 +38,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..images import preprocess_tensor
 from . import world as W
+from .evaluate import wrap_model
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -123,16 +125,6 @@ class CaptionTokenizer:
                 self.cache[t] = ids
             out.append(ids)
         return torch.stack(out)
-
-
-def images_to_input(images: np.ndarray, mean: Sequence[float], std: Sequence[float], size: int) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> normalised float (N, 3, size, size), as open_clip's preprocessing."""
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-    if x.shape[-1] != size:
-        x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
-    m = torch.tensor(mean).view(1, 3, 1, 1)
-    s = torch.tensor(std).view(1, 3, 1, 1)
-    return (x - m) / s
 
 
 def patch_labels(scenes: Sequence[W.Scene], patch: int, grid: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -309,6 +301,7 @@ def train(
     if cfg.world.get("image_size", 64) != size:
         raise ValueError(f"world image_size {cfg.world.get('image_size', 64)} must equal the model's {size}")
     grid = size // patch
+    view = wrap_model(model, sidecar_config(cfg))  # the engine's preprocessing, as at inference
     heads = AuxHeads(int(vcfg["width"]))
     tokenizer = CaptionTokenizer(int(cfg.model_cfg["text_cfg"]["context_length"]))
     batcher = Batcher(cfg, tokenizer)
@@ -322,7 +315,7 @@ def train(
         for step in range(cfg.steps):
             batch = batcher.next(step)
             scenes = batch["scenes"]
-            x = images_to_input(np.stack([s.image for s in scenes]), cfg.mean, cfg.std, size)
+            x = preprocess_tensor(view, torch.from_numpy(np.stack([s.image for s in scenes])).permute(0, 3, 1, 2) / 255.0)
             for gr in opt.param_groups:
                 gr["lr"] = lr_at(step, cfg)
             f = F.normalize(model.encode_image(x), dim=-1)
