@@ -149,3 +149,62 @@ def test_batches_hold_twins_and_negatives() -> None:
     with pytest.raises(ValueError, match="twin_frac"):
         cfg.twin_frac = 0.8
         T.Batcher(cfg, T.CaptionTokenizer(20)).next(step=5)
+
+
+def test_relevancy_targets_cover_the_mentioned_objects() -> None:
+    world = W.ShapeWorld()
+    s = world.render(np.random.default_rng(3), [("red", "circle", "large"), ("blue", "square", "large")])
+    red, blue = s.objects
+    one = W.Description((red.phrase(),))
+    both = W.Description((red.phrase(), blue.phrase()))
+    t = T.relevancy_targets([s, s], [one, both], 8, 8)
+    assert t.shape == (2, 64) and torch.allclose(t.sum(1), torch.ones(2))
+    cov_red = torch.from_numpy(red.mask.reshape(8, 8, 8, 8).mean(axis=(1, 3)).ravel())
+    cov_blue = torch.from_numpy(blue.mask.reshape(8, 8, 8, 8).mean(axis=(1, 3)).ravel())
+    assert torch.equal(t[0] > 0, cov_red > 0)  # only the red circle's patches
+    assert torch.equal(t[1] > 0, (cov_red + cov_blue) > 0)
+    assert int(t[0].argmax()) == int(cov_red.argmax())  # the most covered patch weighs most
+
+
+def test_relevancy_loss_is_second_order_and_trainable() -> None:
+    cfg = T.TrainConfig.from_json(TINY)
+    cfg.model_cfg = json.loads(json.dumps(cfg.model_cfg))
+    cfg.model_cfg["vision_cfg"]["patch_size"] = 8
+    torch.manual_seed(0)
+    model = T.build_clip(cfg.model_cfg)
+    view = wrap_model(model, T.sidecar_config(cfg))
+    world = W.ShapeWorld()
+    rng = np.random.default_rng(0)
+    scenes = world.batch(rng, 8, n_objects=2)
+    descs = [W.Description((s.objects[0].phrase(),)) for s in scenes]
+    ids = T.CaptionTokenizer(20)([d.text() for d in descs])
+    x = Scorer(view).pixels(np.stack([s.image for s in scenes]))
+    target = T.relevancy_targets(scenes, descs, 8, 8)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        loss = T.relevancy_loss(view, x, ids, target)
+        opt.zero_grad()
+        loss.backward()
+        if not losses:  # the loss reaches the vision tower's weights through the attention gradients
+            grads = [p.grad for p in model.visual.transformer.parameters()]
+            assert any(g is not None and g.abs().sum() > 0 for g in grads)
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_init_fine_tunes_from_a_saved_model(tmp_path: Path) -> None:
+    cfg = T.TrainConfig.from_json(TINY)
+    cfg.export_dtype = "float32"
+    torch.manual_seed(5)
+    T.export_model(T.build_clip(cfg.model_cfg), cfg, tmp_path / "start")
+    cfg.init, cfg.steps = str(tmp_path / "start"), 0
+    T.train(cfg, out=tmp_path / "same", log=lambda s: None)
+    a = load_file(str(tmp_path / "start" / "open_clip_model.safetensors"))
+    b = load_file(str(tmp_path / "same" / "open_clip_model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    cfg.model_cfg = json.loads(json.dumps(cfg.model_cfg))
+    cfg.model_cfg["vision_cfg"]["width"] = 48
+    with pytest.raises(ValueError, match="does not match the config"):
+        T.train(cfg, log=lambda s: None)

@@ -55,6 +55,8 @@ def _train(args: argparse.Namespace) -> int:
         cfg.steps = args.steps
     if args.probe_every is not None:
         cfg.probe_every = args.probe_every
+    if args.init is not None:
+        cfg.init = args.init
     if args.threads:
         torch.set_num_threads(args.threads)
     probe = None
@@ -106,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     t.add_argument("--probe-every", type=int, default=None,
                    help="log quick metrics (own seed) every N steps; overrides the config")
+    t.add_argument("--init", default=None,
+                   help="fine-tune: start from this model file or folder (same architecture); overrides the config")
     t.add_argument("--checkpoints", default=None, help="also export the model at every probe to DIR/step_N")
     e = sub.add_parser("evaluate", help="print metrics of a model")
     e.add_argument("--model", default=None, help="model file or folder (default: models/shapes)")

@@ -12,6 +12,11 @@ Objective per step (batch of B fresh scenes, each with one true caption and one 
   slowly, and keeps them tied to their own location, which the relevancy maps read.
 - auxiliary global supervision (training only): which colours / shapes are present, predicted from
   the CLS output, so the pooled embedding carries shape as well as colour.
+- explainability supervision (``relevancy_weight``; the paper's idea of a loss on relevancy maps,
+  applied to training): for the first ``relevancy_pairs`` (image, true caption) pairs, the engine's
+  own image relevancy map (second order, all layers, logit score, exactly as at inference) is pulled
+  towards the patch coverage of the objects the caption mentions (KL divergence). Without it the maps
+  degrade late in training: the model partly scores a phrase by checking the *other* object.
 
 Twins (``twin_frac``): part of each batch are minimal edits of other scenes in it (two objects swap
 colours, or one object changes shape or colour, same positions and background), captioned in
@@ -38,7 +43,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..explain import relevancy_maps
 from ..images import preprocess_tensor
+from ..loading import LoadedClip
 from . import world as W
 from .evaluate import wrap_model
 
@@ -68,10 +75,14 @@ class TrainConfig:
     twin_swap_prob: float = 0.75
     aux_dense_weight: float = 1.0
     aux_global_weight: float = 0.5
+    relevancy_weight: float = 0.0
+    relevancy_pairs: int = 32
+    relevancy_start_step: int = 0
     log_every: int = 25
     probe_every: int = 0
     export_dtype: str = "float16"
     world: dict[str, Any] = field(default_factory=dict)
+    init: str | None = None
     mean: tuple[float, float, float] = OPENAI_MEAN
     std: tuple[float, float, float] = OPENAI_STD
 
@@ -160,6 +171,29 @@ def presence_labels(scenes: Sequence[W.Scene]) -> torch.Tensor:
     return out
 
 
+def relevancy_targets(scenes: Sequence[W.Scene], descs: Sequence[W.Description], patch: int,
+                      grid: int) -> torch.Tensor:
+    """(N, grid*grid) target distributions: per-patch coverage of the objects each caption mentions."""
+    out = np.zeros((len(scenes), grid * grid), dtype=np.float32)
+    for i, (s, d) in enumerate(zip(scenes, descs, strict=True)):
+        for o in W.mentioned_objects(d, s.objects):
+            out[i] += o.mask.reshape(grid, patch, grid, patch).mean(axis=(1, 3)).ravel()
+    out /= np.maximum(out.sum(1, keepdims=True), 1e-12)
+    return torch.from_numpy(out)
+
+
+def relevancy_loss(view: LoadedClip, x: torch.Tensor, ids: torch.Tensor, target: torch.Tensor,
+                   eps: float = 1e-6) -> torch.Tensor:
+    """KL(target || map) for the engine's image relevancy maps (second order, as at inference).
+
+    The map of each (image, true caption) pair, normalised to a distribution over patches, is pulled
+    towards the coverage of the objects the caption mentions: relevance must sit on those objects.
+    """
+    maps = relevancy_maps(view, x, ids, want_text=False, create_graph=True).image.flatten(1)
+    p = (maps + eps) / (maps + eps).sum(1, keepdim=True)
+    return (target * (target.clamp_min(1e-12).log() - p.log())).sum(1).mean()
+
+
 class AuxHeads(nn.Module):
     """Training-only heads on the vision tower's output tokens (never exported)."""
 
@@ -202,7 +236,7 @@ class Batcher:
                for d, s in zip(pos, scenes, strict=True)]
         texts = [d.text() for d in pos] + [d.text() for d in neg]
         descs = pos + neg
-        return {"scenes": scenes, "texts": texts, "truth": truth_matrix(scenes, descs),
+        return {"scenes": scenes, "texts": texts, "descs": descs, "truth": truth_matrix(scenes, descs),
                 "ids": self.tokenizer(texts)}
 
 
@@ -296,6 +330,17 @@ def train(
     """
     torch.manual_seed(cfg.seed)
     model = build_clip(cfg.model_cfg)
+    if cfg.init:  # fine-tune: start from a saved model of the same architecture
+        from ..loading import load_clip
+
+        start = load_clip(cfg.init).model.state_dict()
+        ours = model.state_dict()
+        bad = sorted(k for k in set(ours) | set(start) if k not in start or k not in ours
+                     or start[k].shape != ours[k].shape)
+        if bad:
+            raise ValueError(f"init model {cfg.init} does not match the config's model_cfg "
+                             f"(differs at {bad[:3]}); fine-tune with the config it was trained with")
+        model.load_state_dict({k: v.float() for k, v in start.items()})
     vcfg = cfg.model_cfg["vision_cfg"]
     patch, size = int(vcfg["patch_size"]), int(vcfg["image_size"])
     if cfg.world.get("image_size", 64) != size:
@@ -332,6 +377,12 @@ def train(
                 glob_l = F.binary_cross_entropy_with_logits(glob, presence_labels(scenes))
                 loss = loss + cfg.aux_dense_weight * dense + cfg.aux_global_weight * glob_l
                 logs.update(dense=dense.item(), presence=glob_l.item())
+            if cfg.relevancy_weight > 0 and step >= cfg.relevancy_start_step:
+                k = min(cfg.relevancy_pairs, len(scenes))
+                target = relevancy_targets(scenes[:k], batch["descs"][:k], patch, grid)
+                rel = relevancy_loss(view, x[:k], batch["ids"][:k], target)
+                loss = loss + cfg.relevancy_weight * rel
+                logs.update(relevancy=rel.item())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:

@@ -204,6 +204,11 @@ def _matches(ph: Phrase, ob: SceneObject) -> bool:
     return ph.colour == ob.colour and ph.shape == ob.shape and (ph.size is None or ph.size == ob.size)
 
 
+def mentioned_objects(desc: Description, objects: Sequence[SceneObject]) -> list[SceneObject]:
+    """The objects that match at least one phrase of ``desc`` (what its relevancy map should cover)."""
+    return [o for o in objects if any(_matches(ph, o) for ph in desc.phrases)]
+
+
 def is_true(desc: Description, objects: Sequence[SceneObject]) -> bool:
     """Whether the description is true of the objects (see module docstring for the semantics)."""
     for idx in itertools.permutations(range(len(objects)), len(desc.phrases)):
