@@ -21,6 +21,8 @@ Relevancy (the pack's engine, default settings: logit score, all layers):
                      tolerance at 224 px, scaled down.
     pointing_game_patch   the argmax patch (native map resolution) overlaps the object's mask.
     mask_iou         IoU of ``masks.heatmap_to_mask`` (default ``MaskOptions``) with the object mask.
+    pointing_game_ceiling, mask_iou_ceiling  the same two scores for ideal maps at the model's
+                     patch grid (each patch's coverage by the object): the most that patch size allows.
     shape_word_share median over two-object captions "a c1 s1 and a c2 s2" of
                      mean(shape-word relevance) / mean(colour-word relevance) (text EOT row).
 
@@ -149,36 +151,71 @@ def pair_accuracy(scorer: Scorer, scenes: Sequence[W.Scene], kind: str) -> float
     return float((sp > sn).float().mean())
 
 
+def _pointing_items(scenes: Sequence[W.Scene]) -> list[tuple[W.Scene, W.SceneObject]]:
+    """(scene, object) per object of the two-object scenes with distinct colours."""
+    return [(s, o) for s in scenes if len(s.objects) == 2 and s.objects[0].colour != s.objects[1].colour
+            for o in s.objects]
+
+
+def score_maps(maps: torch.Tensor, objects: Sequence[W.SceneObject], size: tuple[int, int]) -> dict[str, list]:
+    """Pointing hits (strict, tolerant, patch) and mask IoUs of image maps (P, gh, gw) vs object masks."""
+    h, w = size
+    up = upsample(maps, (h, w))
+    masks = heatmap_to_mask(maps, size=(h, w)) > 0.5
+    gh, gw = maps.shape[1:]
+    tol = POINTING_TOLERANCE * max(h, w)
+    out: dict[str, list] = {"strict": [], "tol": [], "patch": [], "iou": []}
+    for o, m, mk, raw in zip(objects, up, masks, maps, strict=True):
+        flat = int(m.flatten().argmax())
+        y, x = flat // w, flat % w
+        ys, xs = np.nonzero(o.mask)
+        out["strict"].append(bool(o.mask[y, x]))
+        out["tol"].append(bool(((ys - y) ** 2 + (xs - x) ** 2).min() <= tol**2))
+        p = int(raw.flatten().argmax())
+        py, px = (p // gw) * h // gh, (p % gw) * w // gw
+        out["patch"].append(bool(o.mask[py:py + h // gh, px:px + w // gw].any()))
+        gt = torch.from_numpy(o.mask)
+        union = (gt | mk).sum().item()
+        out["iou"].append((gt & mk).sum().item() / union if union else 0.0)
+    return out
+
+
+def _summary(scores: dict[str, list], suffix: str = "") -> dict[str, float]:
+    names = {"strict": "pointing_game", "tol": "pointing_game_tol4px", "patch": "pointing_game_patch",
+             "iou": "mask_iou"}
+    return {names[k] + suffix: float(np.mean(v)) if v else float("nan") for k, v in scores.items()}
+
+
+def ceiling_metrics(scenes: Sequence[W.Scene], grid: tuple[int, int]) -> dict[str, float]:
+    """pointing_game_ceiling, mask_iou_ceiling: the scores of ideal maps at the model's patch grid.
+
+    The ideal map of an object is its mask's coverage of each patch; no map at that resolution does
+    better on average, so these bound what a model with this patch size can reach.
+    """
+    items = _pointing_items(scenes)
+    if not items:
+        return {"pointing_game_ceiling": float("nan"), "mask_iou_ceiling": float("nan")}
+    h, w = items[0][0].image.shape[:2]
+    gh, gw = grid
+    cov = np.stack([o.mask.reshape(gh, h // gh, gw, w // gw).mean(axis=(1, 3)) for _, o in items])
+    scores = score_maps(torch.from_numpy(cov.astype(np.float32)), [o for _, o in items], (h, w))
+    res = _summary(scores, "_ceiling")
+    return {k: res[k] for k in ("pointing_game_ceiling", "mask_iou_ceiling")}
+
+
 def relevancy_metrics(clip: LoadedClip, scenes: Sequence[W.Scene], batch_size: int = 64) -> dict[str, float]:
     """pointing_game, mask_iou (object phrases) and shape_word_share (two-object captions)."""
     scorer = Scorer(clip)
     ctx = clip.context_length
-    # phrase per object, two-object scenes with distinct colours
-    items = [(s, o) for s in scenes if len(s.objects) == 2 and s.objects[0].colour != s.objects[1].colour
-             for o in s.objects]
-    hits, strict, patch_hits, ious = [], [], [], []
+    items = _pointing_items(scenes)
+    scores: dict[str, list] = {"strict": [], "tol": [], "patch": [], "iou": []}
     for k in range(0, len(items), batch_size):
         chunk = items[k:k + batch_size]
         imgs = scorer.pixels(np.stack([s.image for s, _ in chunk]))
         ids = torch.stack([tokenize(o.phrase().text(), ctx).padded_ids(ctx) for _, o in chunk])
         maps = relevancy_maps(clip, imgs, ids, want_text=False).image.float().cpu()
-        h, w = chunk[0][0].image.shape[:2]
-        up = upsample(maps, (h, w))
-        masks = heatmap_to_mask(maps, size=(h, w)) > 0.5
-        gh, gw = maps.shape[1:]
-        tol = POINTING_TOLERANCE * max(h, w)
-        for (_, o), m, mk, raw in zip(chunk, up, masks, maps, strict=True):
-            flat = int(m.flatten().argmax())
-            y, x = flat // w, flat % w
-            ys, xs = np.nonzero(o.mask)
-            strict.append(bool(o.mask[y, x]))
-            hits.append(bool(((ys - y) ** 2 + (xs - x) ** 2).min() <= tol**2))
-            p = int(raw.flatten().argmax())
-            py, px = (p // gw) * h // gh, (p % gw) * w // gw
-            patch_hits.append(bool(o.mask[py:py + h // gh, px:px + w // gw].any()))
-            gt = torch.from_numpy(o.mask)
-            union = (gt | mk).sum().item()
-            ious.append((gt & mk).sum().item() / union if union else 0.0)
+        for key, vals in score_maps(maps, [o for _, o in chunk], chunk[0][0].image.shape[:2]).items():
+            scores[key] += vals
     # text relevance of shape vs colour words
     caps = [W.Description((s.objects[0].phrase(), s.objects[1].phrase())) for s in scenes if len(s.objects) == 2]
     pairs = [(s, d) for s, d in zip([s for s in scenes if len(s.objects) == 2], caps, strict=True)]
@@ -196,13 +233,7 @@ def relevancy_metrics(clip: LoadedClip, scenes: Sequence[W.Scene], batch_size: i
             co = [r for wd, r in zip(p.words, rel, strict=True) if wd.text in colours]
             if co and np.mean(co) > 0:
                 ratios.append(float(np.mean(sh) / np.mean(co)))
-    return {
-        "pointing_game": float(np.mean(strict)) if strict else float("nan"),
-        "pointing_game_tol4px": float(np.mean(hits)) if hits else float("nan"),
-        "pointing_game_patch": float(np.mean(patch_hits)) if patch_hits else float("nan"),
-        "mask_iou": float(np.mean(ious)) if ious else float("nan"),
-        "shape_word_share": float(np.median(ratios)) if ratios else float("nan"),
-    }
+    return {**_summary(scores), "shape_word_share": float(np.median(ratios)) if ratios else float("nan")}
 
 
 def make_probe(sidecar: dict, n: int = 200, seed: int = 1000) -> Callable[[torch.nn.Module, int], dict[str, float]]:
@@ -249,6 +280,7 @@ def evaluate(
         out["binding_acc_heldout"] = pair_accuracy(scorer, held2, "binding")
     if relevancy:
         out.update(relevancy_metrics(clip, double))
+        out.update(ceiling_metrics(double, clip.patch_grid))
     if detector:
         out["detector_acc"] = detector_accuracy(Detector(world), mixed)["detector_acc"]
     return out
