@@ -381,3 +381,27 @@ def test_token_report_widget_renders_with_vue_nodes(server, chromium, tmp_path):
             assert not errors, "console errors from the pack's frontend:\n" + "\n".join(errors)
     finally:
         server.request("POST", key, b"false")
+
+
+@pytest.mark.server
+def test_thumbnail_script_screenshots_an_example_run(server, chromium, tmp_path):
+    """scripts/thumbnails.py runs an example in the page and saves an 800-px JPEG of its nodes."""
+    import numpy as np
+    from PIL import Image
+
+    from scripts.thumbnails import open_clean_page, thumbnail
+
+    keys = ("Comfy.Minimap.Visible", "Comfy.Graph.CanvasMenu", "Comfy.Graph.CanvasInfo")
+    try:
+        with Browser(chromium, width=1600, height=1000) as browser:
+            open_clean_page(browser, server)
+            before = _history_ids(server)
+            out = thumbnail(browser, server, "ntlb_heatmap_to_mask", out_dir=tmp_path)
+            assert len(_history_ids(server) - before) == 1  # it really ran the workflow
+        img = Image.open(out)
+        assert img.format == "JPEG" and img.width == 800 and 300 < img.height < 800
+        pixels = np.asarray(img.convert("L"), dtype=np.float32)
+        assert pixels.std() > 20  # nodes, previews and wires, not an empty canvas
+    finally:
+        for key in keys:
+            server.request("POST", f"/api/settings/{key}", b"true")
