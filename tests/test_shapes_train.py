@@ -223,3 +223,27 @@ def test_pointing_scores_and_their_ceiling() -> None:
     wrong = torch.from_numpy(np.stack([b.mask, a.mask]).astype(np.float32))
     res = score_maps(wrong, [a, b], (64, 64))
     assert res["strict"] == [False, False] and max(res["iou"]) < 0.05
+
+
+def test_mirror_twins_differ_only_in_the_relation() -> None:
+    world = W.ShapeWorld()
+    s = world.render(np.random.default_rng(4), [("red", "circle", "large"), ("blue", "square", "small")])
+    m = world.mirror(s)
+    assert [(o.colour, o.shape, o.size) for o in m.objects] == [(o.colour, o.shape, o.size) for o in s.objects]
+    for a, b in zip(s.objects, m.objects, strict=True):
+        assert a.mask.sum() == b.mask.sum() and abs((a.centre[0] + b.centre[0]) - 63) <= 1
+        assert np.array_equal(b.mask, a.mask[:, ::-1]) or a.shape != "square"
+    rel = W.relation_of(*s.objects)
+    if rel in T.HORIZONTAL:
+        assert W.relation_of(*m.objects) == W.OPPOSITE[rel]
+    cfg = T.TrainConfig.from_json(TINY)
+    cfg.batch_size, cfg.twin_frac, cfg.twin_mirror_prob, cfg.relation_prob, cfg.partial_prob = 40, 0.5, 1.0, 1.0, 0.0
+    batch = T.Batcher(cfg, T.CaptionTokenizer(20)).next(step=5)
+    descs, scenes, truth = batch["descs"], batch["scenes"], batch["truth"]
+    mirrored = [k for k in range(20) if descs[k].relation in T.HORIZONTAL]
+    assert mirrored, "no left/right captions drawn"
+    for k in mirrored:  # the twin's caption is the original's with the opposite relation
+        assert descs[k + 20].phrases == descs[k].phrases
+        assert descs[k + 20].relation in (W.OPPOSITE[descs[k].relation], None)
+        if descs[k + 20].relation is not None:
+            assert truth[k + 20, k] == 0 and truth[k, k + 20] == 0

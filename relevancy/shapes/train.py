@@ -21,6 +21,8 @@ Objective per step (batch of B fresh scenes, each with one true caption and one 
 Twins (``twin_frac``): part of each batch are minimal edits of other scenes in it (two objects swap
 colours, or one object changes shape or colour, same positions and background), captioned in
 parallel, so captions must bind attributes to objects to tell the pair apart (hard negative images).
+With ``twin_mirror_prob``, a scene captioned with a left/right relation may get its mirror image as
+twin instead, so that only the relation tells the pair apart.
 
 Curriculum: the first ``single_object_steps`` use one object per scene, then the world's 1-3.
 Learning rate: linear warm-up then cosine decay. Everything random comes from one seed.
@@ -73,6 +75,7 @@ class TrainConfig:
     negatives: int = 1
     twin_frac: float = 0.0
     twin_swap_prob: float = 0.75
+    twin_mirror_prob: float = 0.0
     aux_dense_weight: float = 1.0
     aux_global_weight: float = 0.5
     relevancy_weight: float = 0.0
@@ -229,7 +232,11 @@ class Batcher:
         scenes = self.world.batch(self.rng, cfg.batch_size - n_twin, split="train", n_objects=n_obj)
         pos = [W.describe(s, self.rng, cfg.size_prob, cfg.relation_prob, cfg.partial_prob) for s in scenes]
         for k in range(n_twin):
-            t = self.world.twin(scenes[k], self.rng, swap_prob=cfg.twin_swap_prob)
+            if cfg.twin_mirror_prob > 0 and pos[k].relation in HORIZONTAL and \
+                    self.rng.random() < cfg.twin_mirror_prob:
+                t = self.world.mirror(scenes[k])  # only the left/right relation changes
+            else:
+                t = self.world.twin(scenes[k], self.rng, swap_prob=cfg.twin_swap_prob)
             pos.append(W.describe_like(pos[k], scenes[k], t))
             scenes.append(t)
         neg = [W.hard_negative(d, s.objects, self.rng) for _ in range(cfg.negatives)
@@ -240,6 +247,7 @@ class Batcher:
                 "ids": self.tokenizer(texts)}
 
 
+HORIZONTAL = ("to the left of", "to the right of")
 _COMBO_BIT = {c: 1 << k for k, c in enumerate(W.ALL_COMBOS)}
 
 

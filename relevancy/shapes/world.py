@@ -483,6 +483,18 @@ class ShapeWorld:
             raise ValueError(f"edit would repeat a colour-shape pair: {combos}")
         return self._compose(scene.backdrop, objs, scene.background)
 
+    def mirror(self, scene: Scene) -> Scene:
+        """The scene mirrored left-right: objects redrawn upright at mirrored positions, backdrop
+        flipped. "to the left of" and "to the right of" swap; every attribute is kept (a relation twin)."""
+        if scene.backdrop is None or any(o.footprint is None for o in scene.objects):
+            raise ValueError("mirror needs a scene rendered by ShapeWorld.render (backdrop and footprints)")
+        size = self.config.image_size
+        objs = []
+        for o in scene.objects:
+            x, y, side = o.footprint
+            objs.append(self._object(o.colour, o.shape, o.size, (size - x - side, y, side), o.jitter))
+        return self._compose(np.ascontiguousarray(scene.backdrop[:, ::-1]), objs, scene.background)
+
     def twin(
         self,
         scene: Scene,
