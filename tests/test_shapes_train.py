@@ -242,7 +242,9 @@ def test_mirror_twins_differ_only_in_the_relation() -> None:
     descs, scenes, truth = batch["descs"], batch["scenes"], batch["truth"]
     mirrored = [k for k in range(20) if descs[k].relation in T.HORIZONTAL]
     assert mirrored, "no left/right captions drawn"
-    for k in mirrored:  # the twin's caption is the original's with the opposite relation
+    for k in mirrored:  # the twin is the mirror image, its caption has the opposite relation
+        assert [o.footprint[1:] for o in scenes[k + 20].objects] == [o.footprint[1:] for o in scenes[k].objects]
+        assert all(abs(a.centre[0] + b.centre[0] - 63) <= 1 for a, b in zip(scenes[k].objects, scenes[k + 20].objects, strict=True))
         assert descs[k + 20].phrases == descs[k].phrases
         assert descs[k + 20].relation in (W.OPPOSITE[descs[k].relation], None)
         if descs[k + 20].relation is not None:
