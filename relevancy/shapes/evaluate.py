@@ -8,7 +8,8 @@ Recognition (similarity only):
     combo_acc        single-object scenes: argmax over all 30 "a <colour> <shape>" captions.
     binding_acc      two objects, distinct colours and shapes: "a c1 s1 and a c2 s2" beats the
                      colour-swapped "a c2 s1 and a c1 s2".
-    relation_acc     two objects with a clear relation: "A rel B" beats "A opposite-rel B".
+    relation_acc     two objects with a clear relation: "A rel B" beats "A opposite-rel B";
+                     relation_acc_left_right: the same on left/right relations only.
     *_heldout        the same on scenes holding a held-out colour x shape pair.
 
 Relevancy (the pack's engine, default settings: logit score, all layers):
@@ -124,8 +125,10 @@ def attribute_accuracy(scorer: Scorer, scenes: Sequence[W.Scene]) -> dict[str, f
     return {"colour_acc": col / n, "shape_acc": shp / n, "combo_acc": cmb / n}
 
 
-def pair_accuracy(scorer: Scorer, scenes: Sequence[W.Scene], kind: str) -> float:
-    """binding ("colour-swapped" negative) or relation ("opposite relation") accuracy on 2-object scenes."""
+def pair_accuracy(scorer: Scorer, scenes: Sequence[W.Scene], kind: str,
+                  relations: Sequence[str] = W.RELATIONS) -> float:
+    """binding ("colour-swapped" negative) or relation ("opposite relation") accuracy on 2-object
+    scenes; for relations, only scenes whose relation is in ``relations``."""
     pos, neg, imgs = [], [], []
     for s in scenes:
         a, b = s.objects[:2]
@@ -137,7 +140,7 @@ def pair_accuracy(scorer: Scorer, scenes: Sequence[W.Scene], kind: str) -> float
             neg.append(W.swap_colours(d).text())
         else:
             rel = W.relation_of(a, b)
-            if rel is None:
+            if rel is None or rel not in relations:
                 continue
             d = W.Description((a.phrase(), b.phrase()), rel)
             pos.append(d.text())
@@ -273,6 +276,7 @@ def evaluate(
     out.update(attribute_accuracy(scorer, single))
     out["binding_acc"] = pair_accuracy(scorer, double, "binding")
     out["relation_acc"] = pair_accuracy(scorer, double, "relation")
+    out["relation_acc_left_right"] = pair_accuracy(scorer, double, "relation", ("to the left of", "to the right of"))
     if heldout:
         held1 = world.batch(rng, n, split="heldout", n_objects=1)
         held2 = world.batch(rng, n, split="heldout", n_objects=2)
