@@ -157,7 +157,7 @@ def test_relevancy_targets_cover_the_mentioned_objects() -> None:
     red, blue = s.objects
     one = W.Description((red.phrase(),))
     both = W.Description((red.phrase(), blue.phrase()))
-    t = T.relevancy_targets([s, s], [one, both], 8, 8)
+    t = T.relevancy_targets([s, s], [one, both], 8)
     assert t.shape == (2, 64) and torch.allclose(t.sum(1), torch.ones(2))
     cov_red = torch.from_numpy(red.mask.reshape(8, 8, 8, 8).mean(axis=(1, 3)).ravel())
     cov_blue = torch.from_numpy(blue.mask.reshape(8, 8, 8, 8).mean(axis=(1, 3)).ravel())
@@ -179,7 +179,7 @@ def test_relevancy_loss_is_second_order_and_trainable() -> None:
     descs = [W.Description((s.objects[0].phrase(),)) for s in scenes]
     ids = T.CaptionTokenizer(20)([d.text() for d in descs])
     x = Scorer(view).pixels(np.stack([s.image for s in scenes]))
-    target = T.relevancy_targets(scenes, descs, 8, 8)
+    target = T.relevancy_targets(scenes, descs, 8)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(25):

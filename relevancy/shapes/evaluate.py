@@ -200,7 +200,7 @@ def ceiling_metrics(scenes: Sequence[W.Scene], grid: tuple[int, int]) -> dict[st
         return {"pointing_game_ceiling": float("nan"), "mask_iou_ceiling": float("nan")}
     h, w = items[0][0].image.shape[:2]
     gh, gw = grid
-    cov = np.stack([o.mask.reshape(gh, h // gh, gw, w // gw).mean(axis=(1, 3)) for _, o in items])
+    cov = np.stack([W.patch_coverage(o.mask, (gh, gw)) for _, o in items])
     scores = score_maps(torch.from_numpy(cov.astype(np.float32)), [o for _, o in items], (h, w))
     res = _summary(scores, "_ceiling")
     return {k: res[k] for k in ("pointing_game_ceiling", "mask_iou_ceiling")}

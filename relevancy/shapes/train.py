@@ -158,7 +158,7 @@ def patch_labels(scenes: Sequence[W.Scene], patch: int, grid: int) -> tuple[torc
             m = o.mask
             if m.shape[0] != size:
                 raise ValueError(f"scene size {m.shape[0]} does not match the model input {size}")
-            cov = m.reshape(grid, patch, grid, patch).mean(axis=(1, 3))
+            cov = W.patch_coverage(m, (grid, grid))
             take = (cov >= 0.25) & (cov > best[i])
             best[i][take] = cov[take]
             col[i][take] = W.COLOUR_NAMES.index(o.colour) + 1
@@ -176,13 +176,12 @@ def presence_labels(scenes: Sequence[W.Scene]) -> torch.Tensor:
     return out
 
 
-def relevancy_targets(scenes: Sequence[W.Scene], descs: Sequence[W.Description], patch: int,
-                      grid: int) -> torch.Tensor:
+def relevancy_targets(scenes: Sequence[W.Scene], descs: Sequence[W.Description], grid: int) -> torch.Tensor:
     """(N, grid*grid) target distributions: per-patch coverage of the objects each caption mentions."""
     out = np.zeros((len(scenes), grid * grid), dtype=np.float32)
     for i, (s, d) in enumerate(zip(scenes, descs, strict=True)):
         for o in W.mentioned_objects(d, s.objects):
-            out[i] += o.mask.reshape(grid, patch, grid, patch).mean(axis=(1, 3)).ravel()
+            out[i] += W.patch_coverage(o.mask, (grid, grid)).ravel()
     out /= np.maximum(out.sum(1, keepdims=True), 1e-12)
     return torch.from_numpy(out)
 
@@ -389,7 +388,7 @@ def train(
                 logs.update(dense=dense.item(), presence=glob_l.item())
             if cfg.relevancy_weight > 0 and step >= cfg.relevancy_start_step:
                 k = min(cfg.relevancy_pairs, len(scenes))
-                target = relevancy_targets(scenes[:k], batch["descs"][:k], patch, grid)
+                target = relevancy_targets(scenes[:k], batch["descs"][:k], grid)
                 rel = relevancy_loss(view, x[:k], batch["ids"][:k], target)
                 loss = loss + cfg.relevancy_weight * rel
                 logs.update(relevancy=rel.item())

@@ -204,6 +204,14 @@ def _matches(ph: Phrase, ob: SceneObject) -> bool:
     return ph.colour == ob.colour and ph.shape == ob.shape and (ph.size is None or ph.size == ob.size)
 
 
+def patch_coverage(mask: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """(gh, gw) fraction of each patch of a ViT's grid that a boolean HxW mask covers."""
+    (h, w), (gh, gw) = mask.shape, grid
+    if h % gh or w % gw:
+        raise ValueError(f"a {h}x{w} mask does not split into a {gh}x{gw} patch grid")
+    return mask.reshape(gh, h // gh, gw, w // gw).mean(axis=(1, 3))
+
+
 def mentioned_objects(desc: Description, objects: Sequence[SceneObject]) -> list[SceneObject]:
     """The objects that match at least one phrase of ``desc`` (what its relevancy map should cover)."""
     return [o for o in objects if any(_matches(ph, o) for ph in desc.phrases)]
