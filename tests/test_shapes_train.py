@@ -234,13 +234,13 @@ def test_mirror_twins_differ_only_in_the_relation() -> None:
         assert a.mask.sum() == b.mask.sum() and abs((a.centre[0] + b.centre[0]) - 63) <= 1
         assert np.array_equal(b.mask, a.mask[:, ::-1]) or a.shape != "square"
     rel = W.relation_of(*s.objects)
-    if rel in T.HORIZONTAL:
+    if rel in W.HORIZONTAL_RELATIONS:
         assert W.relation_of(*m.objects) == W.OPPOSITE[rel]
     cfg = T.TrainConfig.from_json(TINY)
     cfg.batch_size, cfg.twin_frac, cfg.twin_mirror_prob, cfg.relation_prob, cfg.partial_prob = 40, 0.5, 1.0, 1.0, 0.0
     batch = T.Batcher(cfg, T.CaptionTokenizer(20)).next(step=5)
     descs, scenes, truth = batch["descs"], batch["scenes"], batch["truth"]
-    mirrored = [k for k in range(20) if descs[k].relation in T.HORIZONTAL]
+    mirrored = [k for k in range(20) if descs[k].relation in W.HORIZONTAL_RELATIONS]
     assert mirrored, "no left/right captions drawn"
     for k in mirrored:  # the twin is the mirror image, its caption has the opposite relation
         assert [o.footprint[1:] for o in scenes[k + 20].objects] == [o.footprint[1:] for o in scenes[k].objects]

@@ -174,9 +174,7 @@ def score_maps(maps: torch.Tensor, objects: Sequence[W.SceneObject], size: tuple
         ys, xs = np.nonzero(o.mask)
         out["strict"].append(bool(o.mask[y, x]))
         out["tol"].append(bool(((ys - y) ** 2 + (xs - x) ** 2).min() <= tol**2))
-        p = int(raw.flatten().argmax())
-        py, px = (p // gw) * h // gh, (p % gw) * w // gw
-        out["patch"].append(bool(o.mask[py:py + h // gh, px:px + w // gw].any()))
+        out["patch"].append(bool(W.patch_coverage(o.mask, (gh, gw)).ravel()[int(raw.flatten().argmax())] > 0))
         gt = torch.from_numpy(o.mask)
         union = (gt | mk).sum().item()
         out["iou"].append((gt & mk).sum().item() / union if union else 0.0)
@@ -186,7 +184,7 @@ def score_maps(maps: torch.Tensor, objects: Sequence[W.SceneObject], size: tuple
 def _summary(scores: dict[str, list], suffix: str = "") -> dict[str, float]:
     names = {"strict": "pointing_game", "tol": "pointing_game_tol4px", "patch": "pointing_game_patch",
              "iou": "mask_iou"}
-    return {names[k] + suffix: float(np.mean(v)) if v else float("nan") for k, v in scores.items()}
+    return {name + suffix: float(np.mean(scores[k])) if scores.get(k) else float("nan") for k, name in names.items()}
 
 
 def ceiling_metrics(scenes: Sequence[W.Scene], grid: tuple[int, int]) -> dict[str, float]:
@@ -211,17 +209,16 @@ def relevancy_metrics(clip: LoadedClip, scenes: Sequence[W.Scene], batch_size: i
     scorer = Scorer(clip)
     ctx = clip.context_length
     items = _pointing_items(scenes)
-    scores: dict[str, list] = {"strict": [], "tol": [], "patch": [], "iou": []}
+    maps = []
     for k in range(0, len(items), batch_size):
         chunk = items[k:k + batch_size]
         imgs = scorer.pixels(np.stack([s.image for s, _ in chunk]))
         ids = torch.stack([tokenize(o.phrase().text(), ctx).padded_ids(ctx) for _, o in chunk])
-        maps = relevancy_maps(clip, imgs, ids, want_text=False).image.float().cpu()
-        for key, vals in score_maps(maps, [o for _, o in chunk], chunk[0][0].image.shape[:2]).items():
-            scores[key] += vals
+        maps.append(relevancy_maps(clip, imgs, ids, want_text=False).image.float().cpu())
+    scores = score_maps(torch.cat(maps), [o for _, o in items], items[0][0].image.shape[:2]) if items else {}
     # text relevance of shape vs colour words
-    caps = [W.Description((s.objects[0].phrase(), s.objects[1].phrase())) for s in scenes if len(s.objects) == 2]
-    pairs = [(s, d) for s, d in zip([s for s in scenes if len(s.objects) == 2], caps, strict=True)]
+    pairs = [(s, W.Description((s.objects[0].phrase(), s.objects[1].phrase())))
+             for s in scenes if len(s.objects) == 2]
     ratios = []
     colours, shapes = set(W.COLOUR_NAMES), set(W.SHAPES)
     for k in range(0, len(pairs), batch_size):
@@ -276,7 +273,7 @@ def evaluate(
     out.update(attribute_accuracy(scorer, single))
     out["binding_acc"] = pair_accuracy(scorer, double, "binding")
     out["relation_acc"] = pair_accuracy(scorer, double, "relation")
-    out["relation_acc_left_right"] = pair_accuracy(scorer, double, "relation", ("to the left of", "to the right of"))
+    out["relation_acc_left_right"] = pair_accuracy(scorer, double, "relation", W.HORIZONTAL_RELATIONS)
     if heldout:
         held1 = world.batch(rng, n, split="heldout", n_objects=1)
         held2 = world.batch(rng, n, split="heldout", n_objects=2)

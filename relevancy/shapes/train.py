@@ -233,7 +233,7 @@ class Batcher:
         scenes = self.world.batch(self.rng, cfg.batch_size - n_twin, split="train", n_objects=n_obj)
         pos = [W.describe(s, self.rng, cfg.size_prob, cfg.relation_prob, cfg.partial_prob) for s in scenes]
         for k in range(n_twin):
-            if cfg.twin_mirror_prob > 0 and pos[k].relation in HORIZONTAL and \
+            if cfg.twin_mirror_prob > 0 and pos[k].relation in W.HORIZONTAL_RELATIONS and \
                     self.rng.random() < cfg.twin_mirror_prob:
                 t = self.world.mirror(scenes[k])  # only the left/right relation changes
             else:
@@ -248,7 +248,6 @@ class Batcher:
                 "ids": self.tokenizer(texts)}
 
 
-HORIZONTAL = ("to the left of", "to the right of")
 _COMBO_BIT = {c: 1 << k for k, c in enumerate(W.ALL_COMBOS)}
 
 

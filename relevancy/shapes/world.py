@@ -60,6 +60,7 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 COLOUR_NAMES: tuple[str, ...] = tuple(COLOURS)
 SIZES: tuple[str, ...] = ("small", "large")
 RELATIONS: tuple[str, ...] = ("to the left of", "to the right of", "above", "below")
+HORIZONTAL_RELATIONS: tuple[str, ...] = RELATIONS[:2]  # the ones a left-right mirror swaps
 OPPOSITE: dict[str, str] = {
     "to the left of": "to the right of",
     "to the right of": "to the left of",
@@ -202,6 +203,12 @@ def relation_of(a: SceneObject, b: SceneObject) -> str | None:
 
 def _matches(ph: Phrase, ob: SceneObject) -> bool:
     return ph.colour == ob.colour and ph.shape == ob.shape and (ph.size is None or ph.size == ob.size)
+
+
+def _require_rendered(scene: Scene, what: str) -> None:
+    """Edits redraw objects on the scene's backdrop at their footprints: both must be known."""
+    if scene.backdrop is None or any(o.footprint is None for o in scene.objects):
+        raise ValueError(f"{what} needs a scene rendered by ShapeWorld.render (backdrop and footprints)")
 
 
 def patch_coverage(mask: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
@@ -478,8 +485,7 @@ class ShapeWorld:
     def edit(self, scene: Scene, changes: dict[int, tuple[str, str]]) -> Scene:
         """The same scene with object i given (colour, shape) = changes[i]; positions, sizes and the
         background are kept (a "twin" that differs only in those attributes)."""
-        if scene.backdrop is None or any(o.footprint is None for o in scene.objects):
-            raise ValueError("edit needs a scene rendered by ShapeWorld.render (backdrop and footprints)")
+        _require_rendered(scene, "edit")
         objs = list(scene.objects)
         for i, (colour, shape) in changes.items():
             o = objs[i]
@@ -494,8 +500,7 @@ class ShapeWorld:
     def mirror(self, scene: Scene) -> Scene:
         """The scene mirrored left-right: objects redrawn upright at mirrored positions, backdrop
         flipped. "to the left of" and "to the right of" swap; every attribute is kept (a relation twin)."""
-        if scene.backdrop is None or any(o.footprint is None for o in scene.objects):
-            raise ValueError("mirror needs a scene rendered by ShapeWorld.render (backdrop and footprints)")
+        _require_rendered(scene, "mirror")
         size = self.config.image_size
         objs = []
         for o in scene.objects:
