@@ -543,6 +543,23 @@ class ComfyServer:
             time.sleep(delay)
             delay = min(delay * 1.5, 0.5)
 
+    def history_ids(self) -> set[str]:
+        """Ids of every prompt in ``/history``."""
+        return set(self.get_json("/history"))
+
+    def wait_new(self, before: set[str], timeout: float = 60.0) -> dict[str, Any]:
+        """The finished history entry of the one prompt queued after ``before`` (``history_ids()``)
+        was taken: for prompts queued by someone else, e.g. the frontend's Run button."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            new = self.history_ids() - before
+            if len(new) > 1:
+                raise ComfyError(f"expected one new prompt, {len(new)} ran: {sorted(new)}")
+            if new:
+                return self.wait(new.pop(), timeout=max(1.0, deadline - time.monotonic()))
+            time.sleep(0.2)
+        raise ComfyError(f"no prompt reached /history within {timeout}s; queue: {self.get_json('/queue')}")
+
     def run(
         self, api_graph: Mapping[str, Any], timeout: float = 300.0, check: bool = True
     ) -> dict[str, Any]:

@@ -70,21 +70,11 @@ def open_clean_page(browser: Browser, server: ComfyServer) -> None:
     browser.evaluate(HIDE_UI, timeout=30)
 
 
-def history_ids(server: ComfyServer) -> set[str]:
-    return set(server.get_json("/history"))
-
-
 def run_from_page(browser: Browser, server: ComfyServer, timeout: float = 120.0) -> dict:
-    """Queue the page's graph and return its finished history entry."""
-    before = history_ids(server)
+    """Queue the page's graph (as the Run button does); return its finished history entry."""
+    before = server.history_ids()
     browser.evaluate("app.queuePrompt(0).then(() => true)", timeout=30)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        new = history_ids(server) - before
-        if new:
-            return server.wait(new.pop(), timeout=max(1.0, deadline - time.monotonic()))
-        time.sleep(0.2)
-    raise RuntimeError(f"the workflow did not reach /history within {timeout} s")
+    return server.wait_new(before, timeout)
 
 
 def thumbnail(browser: Browser, server: ComfyServer, name: str, out_dir: Path = ROOT / "example_workflows") -> Path:

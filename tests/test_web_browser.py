@@ -20,6 +20,8 @@ from cdp_browser import Browser, find_chromium
 from clip_factory import CONFIGS, make_clip, save_open_clip_safetensors, write_sidecar
 from comfy_harness import PACK_FOLDER
 
+from scripts.thumbnails import open_clean_page, run_from_page, thumbnail
+
 MODEL = "tiny/open_clip_model.safetensors"
 JS_URL = f"/extensions/{PACK_FOLDER}/ntlb_report.js"
 DOC_NODES = (
@@ -151,24 +153,6 @@ def server(comfy_server):
     return comfy_server
 
 
-def _history_ids(server) -> set[str]:
-    return set(server.get_json("/history"))
-
-
-def _wait_new_prompt(server, before: set[str], timeout: float = 60.0) -> dict:
-    """The history entry of the one prompt queued after ``before`` was taken, once finished."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        new = _history_ids(server) - before
-        if new:
-            (prompt_id,) = new
-            return server.wait(prompt_id, timeout=max(1.0, deadline - time.monotonic()))
-        time.sleep(0.2)
-    raise AssertionError(
-        f"no prompt reached /history within {timeout}s; queue: {server.get_json('/queue')}"
-    )
-
-
 def _check_widget(widget: dict, report: list[dict]) -> None:
     """The rendered rows/chips agree with the server's ``ntlb_report``."""
     results = [r for rep in report for r in rep["results"]]
@@ -251,9 +235,7 @@ def _build_graph(browser: Browser) -> dict[str, int]:
 
 def _queue_from_page(browser: Browser, server) -> dict:
     """Queue the page's graph (as the Run button does); return the finished history entry."""
-    before = _history_ids(server)
-    browser.evaluate("app.queuePrompt(0).then(() => true)", timeout=30)
-    return _wait_new_prompt(server, before)
+    return run_from_page(browser, server, timeout=60.0)
 
 
 def _screenshot_nodes(browser: Browser, ids: list[int], path: Path, copy_to: Path | None) -> None:
@@ -389,15 +371,13 @@ def test_thumbnail_script_screenshots_an_example_run(server, chromium, tmp_path)
     import numpy as np
     from PIL import Image
 
-    from scripts.thumbnails import open_clean_page, thumbnail
-
     keys = ("Comfy.Minimap.Visible", "Comfy.Graph.CanvasMenu", "Comfy.Graph.CanvasInfo")
     try:
         with Browser(chromium, width=1600, height=1000) as browser:
             open_clean_page(browser, server)
-            before = _history_ids(server)
+            before = server.history_ids()
             out = thumbnail(browser, server, "ntlb_heatmap_to_mask", out_dir=tmp_path)
-            assert len(_history_ids(server) - before) == 1  # it really ran the workflow
+            assert len(server.history_ids() - before) == 1  # it really ran the workflow
         img = Image.open(out)
         assert img.format == "JPEG" and img.width == 800 and 300 < img.height < 800
         pixels = np.asarray(img.convert("L"), dtype=np.float32)
