@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib
-import statistics
 import sys
-import time
 import types
 from pathlib import Path
 
@@ -29,6 +27,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench_timing import interleaved_medians, seconds_of  # noqa: E402
 
 from relevancy.explain import relevancy_maps  # noqa: E402
 from relevancy.loading import load_clip_from_state_dict  # noqa: E402
@@ -114,13 +114,8 @@ def main() -> None:
     def run_ours() -> None:
         relevancy_maps(ours, images, ids, score="logit")
 
-    times: dict[str, list[float]] = {"ref": [], "ours": []}
-    for _ in range(args.repeats):
-        for name, fn in (("ref", run_ref), ("ours", run_ours)):
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    ref_s, ours_s = statistics.median(times["ref"]), statistics.median(times["ours"])
+    med = interleaved_medians({"ref": seconds_of(run_ref), "ours": seconds_of(run_ours)}, args.repeats)
+    ref_s, ours_s = med["ref"], med["ours"]
     print(f"reference_s: {ref_s:.3f}")
     print(f"ours_s: {ours_s:.3f}")
     print(f"reference_over_ours: {ref_s / ours_s:.2f}")

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import argparse
 import resource
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench_timing import interleaved_medians, seconds_of  # noqa: E402
 
 from relevancy.attention import AttentionCapture, text_blocks, vision_blocks  # noqa: E402
 from relevancy.explain import encode_text_ids, explain, relevancy_maps  # noqa: E402
@@ -62,12 +62,6 @@ def per_layer_baseline(clip: LoadedClip, image: torch.Tensor, ids: torch.Tensor)
                 r = r + torch.bmm((grad * a).clamp(min=0).mean(dim=1), r)
             rows.append(r[:, row].detach())
     return tuple(rows)
-
-
-def timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 def main() -> None:
@@ -119,11 +113,7 @@ def main() -> None:
     fns = {"forward": forward, "forward_trimmed": forward_trimmed, "ours": ours, "baseline": baseline, "batched8": batched8, "single8": single8}
     for fn in fns.values():  # warm-up
         fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(args.repeats):
-        for name, fn in fns.items():
-            times[name].append(timed(fn))
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = interleaved_medians({k: seconds_of(fn) for k, fn in fns.items()}, args.repeats)
     print(f"forward_s: {med['forward']:.4f}")
     print(f"relevancy_s: {med['ours']:.4f}")
     print(f"per_layer_s: {med['baseline']:.4f}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import statistics
 import sys
 import time
@@ -25,6 +26,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench_timing import interleaved_medians  # noqa: E402
 
 from relevancy.shapes.train import TrainConfig, train  # noqa: E402
 
@@ -57,11 +60,8 @@ def main() -> None:
     base = TrainConfig.from_json(ROOT / "relevancy" / "shapes" / "configs" / "default.json")
     variants = {"base": variant(base, args.steps, False, 8), "relevancy": variant(base, args.steps, True, 8),
                 "patch4": variant(base, args.steps, True, 4)}
-    times: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(args.repeats):
-        for name, cfg in variants.items():
-            times[name].append(step_seconds(cfg))
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = interleaved_medians({k: functools.partial(step_seconds, cfg) for k, cfg in variants.items()},
+                              args.repeats)
     print(f"step_s_base: {med['base']:.3f}")
     print(f"step_s_relevancy: {med['relevancy']:.3f}")
     print(f"relevancy_over_base: {med['relevancy'] / med['base']:.3f}")
