@@ -193,8 +193,8 @@ def relevancy_loss(view: LoadedClip, x: torch.Tensor, ids: torch.Tensor, target:
     The map of each (image, true caption) pair, normalised to a distribution over patches, is pulled
     towards the coverage of the objects the caption mentions: relevance must sit on those objects.
     """
-    maps = relevancy_maps(view, x, ids, want_text=False, create_graph=True).image.flatten(1)
-    p = (maps + eps) / (maps + eps).sum(1, keepdim=True)
+    p = relevancy_maps(view, x, ids, want_text=False, create_graph=True).image.flatten(1) + eps
+    p = p / p.sum(1, keepdim=True)
     return (target * (target.clamp_min(1e-12).log() - p.log())).sum(1).mean()
 
 
